@@ -1,0 +1,1 @@
+"""minimuse: generate images like text (VQGAN tokens, MaskGIT/Muse sampling, MAR diffusion heads)."""
