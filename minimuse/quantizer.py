@@ -25,6 +25,15 @@ class QuantizerOutput:
     perplexity: Tensor  # scalar, exp(entropy of the batch's code histogram)
     usage: Tensor       # scalar in [0, 1], fraction of codes used in this batch
 
+    @property
+    def tokens(self) -> Tensor:
+        """What the generator models: the ids (a continuous bottleneck gives latents here instead)."""
+        return self.ids
+
+    @property
+    def stats(self) -> dict[str, Tensor]:
+        return {"usage": self.usage, "ppl": self.perplexity}
+
 
 def vq_loss(e: Tensor, q: Tensor, beta: float, codebook_term: bool = True) -> Tensor:
     """VQ-VAE eq. 3 without the reconstruction term: ||sg(e) - q||^2 + beta * ||e - sg(q)||^2.

@@ -1,0 +1,266 @@
+"""The stages of a run and the pipeline that chains them: tokenizer -> token cache -> generator -> samples.
+
+Each stage owns its models and turns a batch into named losses for `trainer.fit`:
+    TokenizerStage   images -> VQGAN reconstruction + codebook + (after disc_start) PatchGAN losses
+    GeneratorStage   cached token grids -> masked-token cross-entropy (MaskGIT / Muse)
+`run_pipeline` is what `python train.py` calls.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
+
+from minimuse.checkpoint import load_checkpoint
+from minimuse.config import RunConfig, from_dict
+from minimuse.data import build_dataset
+from minimuse.lpips import build_perceptual_loss
+from minimuse.metrics import attribute_accuracy, compare_spread, format_report, psnr, spread_stats
+from minimuse.quantizer import codebook_stats
+from minimuse.sampler import generate
+from minimuse.trainer import fit, infinite_batches, seed_everything
+from minimuse.viz import save_grid
+from minimuse.transformer import MaskedTransformer, masked_token_loss
+from minimuse.vqgan import VQGAN, PatchGAN, adaptive_weight, hinge_d_loss, reconstruction_loss
+
+
+def ddp(module: nn.Module, on: bool) -> nn.Module:
+    return DDP(module) if on else module
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Stage 1: the tokenizer
+# ---------------------------------------------------------------------------------------------------------
+
+
+class TokenizerStage:
+    """VQGAN training (Taming eq. 5-7): L = L_rec + w_p * LPIPS + L_VQ + lambda * L_GAN, and the hinge D loss."""
+
+    kind = "tokenizer"
+
+    def __init__(self, cfg: RunConfig, device: torch.device, preview: torch.Tensor):
+        self.cfg, self.tcfg, self.device = cfg, cfg.tokenizer, device
+        self.model = VQGAN(cfg.tokenizer).to(device)
+        self.disc = PatchGAN(cfg.tokenizer.disc_channels, cfg.tokenizer.disc_layers).to(device)
+        self.perceptual = build_perceptual_loss(cfg.tokenizer.lpips_weights)
+        if self.perceptual is not None:
+            self.perceptual.to(device)
+        self.net, self.disc_net = self.model, self.disc
+        self.preview = preview.to(device)                                 # (16, 3, H, W) held-out images
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"g": list(self.model.parameters()), "d": list(self.disc.parameters())}
+
+    def wrap_ddp(self, on: bool) -> None:
+        self.net, self.disc_net = ddp(self.model, on), ddp(self.disc, on)
+
+    def losses(self, batch, step: int):
+        images = batch[0]                                                 # (B, 3, H, W)
+        rec, q = self.net(images)
+        nll = reconstruction_loss(images, rec, self.tcfg.rec_loss)
+        if self.perceptual is not None:
+            nll = nll + self.tcfg.perceptual_weight * self.perceptual(images, rec).mean()
+        g_loss = nll + q.loss
+        losses, metrics = {}, {"loss": nll.detach(), "reg": q.loss.detach(), "psnr": psnr(images, rec).mean(),
+                               **q.stats}
+        if step >= self.tcfg.disc_start:
+            gan = -self.disc(rec).mean()       # the raw D: only the D loss below goes through DDP's reducer
+            weight = self.tcfg.disc_weight * adaptive_weight(nll, gan, self.model.decoder.conv_out.weight)
+            g_loss = g_loss + weight * gan
+            losses["d"] = hinge_d_loss(self.disc_net(images), self.disc_net(rec.detach()))
+            metrics.update(gan=gan.detach(), d=losses["d"].detach(), lam=weight)
+        losses["g"] = g_loss
+        return losses, metrics
+
+    @torch.no_grad()
+    def finish(self, batches, num_batches: int = 20) -> None:
+        """Before the final save: a continuous bottleneck measures its latent scale on training batches."""
+        if self.model.discrete:
+            return
+        self.model.eval()
+        means = [self.model.bottleneck.to_moments(self.model.encoder(next(batches)[0])) for _ in range(num_batches)]
+        self.model.bottleneck.measure_scale(torch.cat(means)[:, : self.tcfg.token_dim])   # the means, not logvars
+        self.model.train()
+
+    @torch.no_grad()
+    def sample_grid(self, path: Path) -> None:
+        """Held-out originals (top row) above their reconstructions (bottom row)."""
+        self.model.eval()
+        rec = self.model.decode(self.model.encode(self.preview))
+        self.model.train()
+        save_grid(torch.cat([self.preview, rec]), path, nrow=len(self.preview), scale=4)
+
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "disc": self.disc.state_dict()}
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.disc.load_state_dict(state["disc"])
+
+
+@torch.no_grad()
+def evaluate_tokenizer(model: VQGAN, dataset, device: torch.device, batch_size: int = 250) -> dict:
+    """Mean PSNR of reconstructions and codebook usage/perplexity over a whole (held-out) dataset."""
+    model.eval()
+    scores, ids = [], []
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    for images, _ in tqdm(loader, desc="evaluate tokenizer", leave=False):
+        images = images.to(device)
+        tokens = model.encode(images)
+        scores.append(psnr(images, model.decode(tokens)).cpu())
+        ids.append(tokens.cpu())
+    perplexity, usage = codebook_stats(torch.cat(ids), model.cfg.codebook_size)
+    return {"psnr": torch.cat(scores).mean().item(), "codebook_usage": float(usage), "perplexity": float(perplexity),
+            "codebook_size": model.cfg.codebook_size, "images": len(dataset)}
+
+
+def load_tokenizer(path: str | Path, device: torch.device) -> tuple[VQGAN, RunConfig]:
+    """A trained tokenizer in eval mode from a run folder or tokenizer.pt, with the run config it was made with."""
+    state = load_checkpoint(path, "tokenizer", map_location=device)
+    cfg = from_dict(state["config"])
+    model = VQGAN(cfg.tokenizer).to(device)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Stage 2: the masked generator, on token grids encoded once and cached
+# ---------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def cache_tokens(tokenizer: VQGAN, dataset, path: Path, device: torch.device, batch_size: int = 500):
+    """Encode every image of `dataset` once; reuse `path` while it matches this tokenizer and dataset."""
+    key = {"tokenizer": fingerprint(tokenizer), "images": len(dataset)}
+    if path.exists():
+        cached = torch.load(path, weights_only=True)
+        if cached["key"] == key:
+            return torch.utils.data.TensorDataset(cached["ids"].long(), cached["labels"])
+    ids, labels = [], []
+    for images, y in tqdm(torch.utils.data.DataLoader(dataset, batch_size=batch_size), desc="encode tokens"):
+        ids.append(tokenizer.encode(images.to(device)).cpu().to(torch.int16))
+        labels.append(torch.as_tensor(y))
+    ids, labels = torch.cat(ids), torch.cat(labels)
+    torch.save({"key": key, "ids": ids, "labels": labels}, path)
+    return torch.utils.data.TensorDataset(ids.long(), labels)
+
+
+def fingerprint(model: nn.Module) -> float:
+    """A cheap identity for a set of weights: their sum (changes whenever the tokenizer is retrained)."""
+    return float(sum(p.double().sum() for p in model.state_dict().values() if p.dtype.is_floating_point))
+
+
+class GeneratorStage:
+    """Masked-token modelling (MaskGIT / Muse) on cached token grids; samples are decoded by the tokenizer."""
+
+    kind = "generator"
+
+    def __init__(self, cfg: RunConfig, device: torch.device, tokenizer: VQGAN, class_names: list[str]):
+        self.cfg, self.device, self.tokenizer, self.class_names = cfg, device, tokenizer, class_names
+        side = cfg.data.resolution // tokenizer.f
+        self.model = MaskedTransformer(cfg.generator, tokenizer.cfg.codebook_size, side * side,
+                                       max(1, len(class_names))).to(device)
+        self.net = self.model
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"g": list(self.model.parameters())}
+
+    def wrap_ddp(self, on: bool) -> None:
+        self.net = ddp(self.model, on)
+
+    def losses(self, batch, step: int):
+        ids, labels = batch                                               # (B, h, w), (B,)
+        inputs, targets, mask = self.model.mask_tokens(ids)               # (B, L) each
+        logits = self.net(inputs, self.model.drop_labels(labels))         # (B, L, K)
+        loss = masked_token_loss(logits, targets, mask, self.cfg.generator.label_smoothing)
+        acc = (logits.argmax(-1) == targets)[mask].float().mean()
+        return {"g": loss}, {"loss": loss.detach(), "acc": acc}
+
+    @torch.no_grad()
+    def sample_grid(self, path: Path, per_class: int = 8, seed: int = 0) -> torch.Tensor:
+        """One row per class, `per_class` samples each, with the preset's sampler settings."""
+        labels = torch.arange(self.model.num_classes, device=self.device).repeat_interleave(per_class)
+        images = generate(self.model, self.tokenizer, labels, self.cfg.sampler, seed)
+        save_grid(images, path, nrow=per_class, scale=3)
+        return images
+
+    def state(self) -> dict:
+        return {"model": self.model.state_dict(), "tokenizer": self.tokenizer.state_dict(),
+                "class_names": list(self.class_names)}
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+
+
+
+def load_generator(path: str | Path, device: torch.device):
+    """(generator, tokenizer, run config, class names) from a run folder or generator.pt, both in eval mode."""
+    state = load_checkpoint(path, "generator", map_location=device)
+    cfg = from_dict(state["config"])
+    tokenizer = VQGAN(cfg.tokenizer).to(device)
+    tokenizer.load_state_dict(state["tokenizer"])
+    side = cfg.data.resolution // tokenizer.f
+    class_names = state["class_names"]
+    model = MaskedTransformer(cfg.generator, cfg.tokenizer.codebook_size, side * side, max(1, len(class_names)))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), tokenizer.eval(), cfg, class_names
+
+# ---------------------------------------------------------------------------------------------------------
+# The pipeline
+# ---------------------------------------------------------------------------------------------------------
+
+
+def run_pipeline(cfg: RunConfig, out_dir: str | Path, stages: tuple[str, ...], device: torch.device,
+                 resume: bool = False) -> dict:
+    """Train the requested stages in order and return (and write `metrics.json`) their summaries."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+    data = cfg.data
+    train = build_dataset(data.name, data.resolution, "train", seed=cfg.seed, size=data.train_size, root=data.root)
+    holdout = build_dataset(data.name, data.resolution, "holdout", seed=cfg.seed, size=data.holdout_size,
+                            root=data.root)
+    summary_path = out_dir / "metrics.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+
+    if "tokenizer" in stages:
+        preview = torch.stack([holdout[i][0] for i in range(min(16, len(holdout)))])
+        stage = TokenizerStage(cfg, device, preview)
+        tcfg = cfg.train_tokenizer
+        fit(stage, infinite_batches(train, tcfg.batch_size, cfg.seed, device), tcfg, out_dir, cfg, resume)
+        summary["tokenizer"] = evaluate_tokenizer(stage.model, holdout, device)
+        print("tokenizer on held-out images: " + ", ".join(f"{k} {v:.4g}" for k, v in summary["tokenizer"].items()))
+        tokenizer = stage.model.eval()
+    if "generator" in stages:
+        if "tokenizer" not in stages:
+            tokenizer, tok_cfg = load_tokenizer(out_dir, device)
+            cfg.tokenizer = tok_cfg.tokenizer                             # the tokenizer's own config rules
+        tokens = cache_tokens(tokenizer, train, out_dir / "tokens.pt", device)
+        stage = GeneratorStage(cfg, device, tokenizer, train.class_names)
+        tcfg = cfg.train_generator
+        fit(stage, infinite_batches(tokens, tcfg.batch_size, cfg.seed, device), tcfg, out_dir, cfg, resume)
+        stage.model.eval()
+        summary["generator"] = evaluate_generator(stage, holdout, out_dir)
+    summary_path.write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+@torch.no_grad()
+def evaluate_generator(stage: GeneratorStage, holdout, out_dir: Path, per_class: int = 32) -> dict:
+    """Final per-class sample grid; on Shapes also attribute accuracy and position/size spread vs the data."""
+    images = stage.sample_grid(out_dir / "samples.png", per_class=per_class)
+    print(f"wrote {out_dir / 'samples.png'} ({per_class} samples per class)")
+    if stage.cfg.data.name != "shapes":
+        return {}
+    labels = torch.arange(stage.model.num_classes).repeat_interleave(per_class)
+    acc = attribute_accuracy(images.cpu(), labels, stage.class_names)
+    real = torch.stack([holdout[i][0] for i in range(len(holdout))])
+    spread = compare_spread(spread_stats(images.cpu()), spread_stats(real))
+    print(format_report(acc))
+    print("spread of generated vs data (relative std difference): "
+          + ", ".join(f"{k} {v:+.1%}" for k, v in spread.items()))
+    return {"attribute_accuracy": acc, "spread_vs_data": spread, "samples_per_class": per_class}

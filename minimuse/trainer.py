@@ -1,0 +1,207 @@
+"""One training loop for every stage (tokenizer, masked generator, MAR).
+
+A *stage* (see `stages.py`) knows its models and how to turn a batch into losses; this file knows everything
+else: device and precision, DDP, the warm-up + cosine learning rate, gradient accumulation and clipping, an
+EMA of the weights, the progress bar, the CSV log and its plot, periodic sample grids and atomic checkpoints
+with resume. The loop for one step:
+
+    lr <- schedule(step)
+    for each micro-batch: losses = stage.losses(batch, step); loss[name].backward(inputs=params[name])
+    clip, optimizer[name].step() for each named loss ("g": the model, "d": a discriminator...)
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from minimuse.checkpoint import load_checkpoint, save_checkpoint
+from minimuse.config import TrainConfig, to_dict
+from minimuse.viz import plot_log
+
+# ---------------------------------------------------------------------------------------------------------
+# Device, precision, distributed: chosen in one place
+# ---------------------------------------------------------------------------------------------------------
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """cuda > mps > cpu unless `name` says otherwise. Under torchrun each process takes its LOCAL_RANK GPU."""
+    if name:
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """bf16 autocast where the device supports it. "auto" keeps fp32 on CPU: bf16 is only fast on CPUs with
+    avx512_bf16/AMX, which most laptops lack (measured in benchmarks/)."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    raise ValueError(f"unknown precision {precision!r}; choose auto, fp32 or bf16")
+
+
+def setup_distributed() -> tuple[int, int]:
+    """(rank, world_size). Under `torchrun` (WORLD_SIZE > 1) this joins the process group: NCCL on GPUs,
+    gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    return (dist.get_rank() if world > 1 else 0), world
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def lr_at(step: int, tcfg: TrainConfig) -> float:
+    """Linear warm-up to `lr`, then cosine decay to `lr * min_lr_ratio` at the last step."""
+    if step < tcfg.warmup:
+        return tcfg.lr * (step + 1) / tcfg.warmup
+    progress = min(1.0, (step - tcfg.warmup) / max(1, tcfg.steps - tcfg.warmup))
+    return tcfg.lr * (tcfg.min_lr_ratio + (1 - tcfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(params, tcfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices/conv kernels only; biases, norms and embeddings-free 1-D params
+    are not decayed (nanoGPT's grouping)."""
+    params = [p for p in params if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tcfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=tcfg.lr, betas=tcfg.betas)
+
+
+def infinite_batches(dataset, batch_size: int, seed: int, device: torch.device) -> Iterator:
+    """Endless shuffled batches moved to `device`; under DDP each rank sees its own shard."""
+    sampler = torch.utils.data.DistributedSampler(dataset, seed=seed) if dist.is_initialized() else None
+    generator = torch.Generator().manual_seed(seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None,
+                                         sampler=sampler, generator=generator, drop_last=True, num_workers=0)
+    epoch = 0
+    while True:
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        for batch in loader:
+            yield [t.to(device, non_blocking=True) for t in batch]
+        epoch += 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------------------
+
+
+class CSVLog:
+    """Appends one row per logged step; the header is fixed by the first row."""
+
+    def __init__(self, path: Path, resume: bool):
+        self.path = path
+        if not resume and path.exists():
+            path.unlink()
+        self.fields = None
+        if path.exists():
+            with open(path) as f:
+                self.fields = next(csv.reader(f), None)
+
+    def write(self, row: dict) -> None:
+        new = self.fields is None
+        self.fields = self.fields or list(row)
+        with open(self.path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+
+def fit(stage, batches: Iterator, tcfg: TrainConfig, out_dir: Path, run_config, resume: bool = False) -> None:
+    """Train `stage` for `tcfg.steps` optimizer steps, writing `<out_dir>/<stage.kind>.pt`, a CSV log, its
+    plot and sample grids. With `resume`, continue from the checkpoint's step and optimizer state."""
+    out_dir = Path(out_dir)
+    rank, world = setup_distributed()
+    is_main = rank == 0
+    params = stage.param_groups()                                         # {"g": [...], "d": [...]}
+    optimizers = {name: make_optimizer(p, tcfg) for name, p in params.items()}
+    ema = None
+    if tcfg.ema_decay > 0:
+        ema = {k: v.detach().clone() for k, v in stage.model.state_dict().items()}
+    start = 0
+    ckpt_path = out_dir / f"{stage.kind}.pt"
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, stage.kind, map_location=stage.device)
+        stage.load_state(state)
+        for name, opt in optimizers.items():
+            opt.load_state_dict(state["optimizer"][name])
+        ema = state["ema"] or ema
+        start = state["step"]
+        if is_main:
+            print(f"resuming {stage.kind} from step {start}")
+    stage.wrap_ddp(world > 1)
+    dtype = autocast_dtype(stage.device, tcfg.precision)
+    log = CSVLog(out_dir / f"{stage.kind}_log.csv", resume=resume and start > 0) if is_main else None
+
+    def save(step: int) -> None:
+        if is_main:
+            save_checkpoint(ckpt_path, stage.kind, {
+                "config": to_dict(run_config), "step": step, **stage.state(), "ema": ema,
+                "optimizer": {n: o.state_dict() for n, o in optimizers.items()}})
+
+    bar = tqdm(range(start, tcfg.steps), initial=start, total=tcfg.steps, desc=stage.kind,
+               disable=not is_main, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    for step in bar:
+        lr = lr_at(step, tcfg)
+        for opt in optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = lr
+        totals: dict[str, float] = {}
+        for _ in range(tcfg.grad_accum):
+            batch = next(batches)
+            with torch.autocast(stage.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                losses, metrics = stage.losses(batch, step)
+            for name, loss in losses.items():
+                (loss / tcfg.grad_accum).backward(inputs=params[name])
+            for k, v in metrics.items():
+                totals[k] = totals.get(k, 0.0) + float(v) / tcfg.grad_accum
+        for name, opt in optimizers.items():
+            if tcfg.grad_clip > 0:
+                totals[f"gnorm_{name}"] = float(torch.nn.utils.clip_grad_norm_(params[name], tcfg.grad_clip))
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        if ema is not None:
+            with torch.no_grad():
+                for k, v in stage.model.state_dict().items():
+                    ema[k].lerp_(v, 1 - tcfg.ema_decay) if v.dtype.is_floating_point else ema[k].copy_(v)
+        if is_main:
+            bar.set_postfix({k: f"{v:.3g}" for k, v in totals.items() if not k.startswith("gnorm")})
+            if step % tcfg.log_every == 0 or step == tcfg.steps - 1:
+                log.write({"step": step, "lr": lr, "time": time.perf_counter() - t0, **totals})
+            if (step + 1) % tcfg.sample_every == 0 or step == tcfg.steps - 1:
+                stage.sample_grid(out_dir / f"{stage.kind}_samples_{step + 1:06d}.png")
+                plot_log(log.path, out_dir / f"{stage.kind}_curves.png")
+            if (step + 1) % tcfg.ckpt_every == 0 and step < tcfg.steps - 1:
+                save(step + 1)
+    bar.close()
+    if hasattr(stage, "finish"):
+        stage.finish(batches)
+    if ema is not None:
+        stage.model.load_state_dict(ema)                                  # what we keep and sample from
+    save(tcfg.steps)

@@ -1,0 +1,166 @@
+"""The masked transformer (MaskGIT, Chang et al. 2022; Muse, Chang et al. 2023) and its training loss.
+
+    ids (B, h, w) in [0, K)  --random cosine mask-->  ids with [MASK] = K  --transformer-->  logits (B, L, K)
+    loss = cross-entropy on the masked positions only
+
+Token ids 0..K-1 are the tokenizer's codebook; the one special id, [MASK] = K, sits above it. The class enters
+as a prefix token (see `MaskedTransformer`). The same blocks with `causal=True` give a raster-order
+autoregressive model, and MAR (`mar.py`) reuses them over continuous tokens.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+from minimuse.config import GeneratorConfig
+
+# ---------------------------------------------------------------------------------------------------------
+# Attention: fused SDPA on accelerators, plain softmax(QK^T)V for short sequences on CPU
+# ---------------------------------------------------------------------------------------------------------
+
+# On CPU, PyTorch's SDPA kernels pay a fixed overhead that dominates at short sequences: on a 2-core x86 CPU
+# the plain matmul version was faster up to ~128 tokens (benchmarks/attention.py prints the comparison).
+CPU_MATH_ATTENTION_MAX_LEN = 128
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False) -> torch.Tensor:
+    """softmax(QK^T / sqrt(d)) V for q (B, H, Lq, d), k/v (B, H, Lk, d); the implementation is picked per device."""
+    if q.device.type != "cpu" or k.shape[-2] > CPU_MATH_ATTENTION_MAX_LEN:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal and q.shape[-2] > 1)
+    scores = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5              # (B, H, Lq, Lk)
+    if causal and q.shape[-2] > 1:
+        scores = scores.masked_fill(torch.ones_like(scores, dtype=torch.bool).triu(1), float("-inf"))
+    return scores.softmax(dim=-1) @ v
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        assert dim % heads == 0, "dim must be divisible by heads"
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(x), "b l (n h d) -> n b h l d", n=3, h=self.heads)
+        out = rearrange(attention(q, k, v, causal), "b h l d -> b l (h d)")
+        return self.drop(self.proj(out))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + Attn(LN(x)), then x + MLP(LN(x)).
+
+    Text conditioning (Muse §2.2) adds a cross-attention sub-layer between the two, reading the text encoder's
+    output; nothing else in the block changes.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, heads, dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim),
+                                 nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), causal)
+        return x + self.mlp(self.norm2(x))
+
+
+def init_weights(module: nn.Module) -> None:
+    """GPT-2 / nanoGPT initialisation: N(0, 0.02) for linear and embedding weights, zero biases."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Masking and the loss: small pure functions, pinned by tests
+# ---------------------------------------------------------------------------------------------------------
+
+
+def sample_mask_rates(batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """Masking rate per example, r = cos(pi/2 * u), u ~ U(0, 1) (Muse §2.5 / MaskGIT §3.2).
+
+    r has density p(r) = 2/pi * (1 - r^2)^(-1/2) on [0, 1], mean 2/pi ~ 0.64: most examples are heavily masked,
+    like the early steps of sampling.
+    """
+    u = torch.rand(batch, generator=generator, device=device)
+    return torch.cos(math.pi / 2 * u)
+
+
+def random_mask(rates: torch.Tensor, length: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B,) rates -> (B, L) bool mask with exactly clamp(ceil(r * L), 1, L) True (= masked) positions per row."""
+    n = torch.ceil(rates * length).clamp(1, length).long()                         # (B,)
+    noise = torch.rand(len(rates), length, generator=generator, device=rates.device)
+    rank = noise.argsort(dim=1).argsort(dim=1)                                    # a random permutation per row
+    return rank < n[:, None]
+
+
+def masked_token_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+                      label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy over masked positions only (MaskGIT eq. 1): logits (B, L, K), targets/mask (B, L)."""
+    return F.cross_entropy(logits[mask], targets[mask], label_smoothing=label_smoothing)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------------------
+
+
+class MaskedTransformer(nn.Module):
+    """Bidirectional transformer over a token grid, conditioned on a class.
+
+    Conditioning: a class token prepended to the sequence. Every position can attend to it at every layer,
+    it costs one extra token and no extra parameters per block, and it is exactly how a caption's tokens
+    will enter (as context the image tokens attend to) — AdaLN would add a modulation MLP per block for the
+    same effect. Class id `num_classes` is the learned "null" class for classifier-free guidance (Muse §2.7).
+    """
+
+    def __init__(self, cfg: GeneratorConfig, codebook_size: int, seq_len: int, num_classes: int,
+                 causal: bool = False):
+        super().__init__()
+        self.cfg, self.causal = cfg, causal
+        self.codebook_size, self.seq_len, self.num_classes = codebook_size, seq_len, num_classes
+        self.mask_id = codebook_size                      # the [MASK] id sits just above the codebook
+        self.null_class = num_classes                     # the "no class" id for classifier-free guidance
+        assert self.mask_id >= codebook_size and self.null_class >= num_classes
+        self.tok_emb = nn.Embedding(codebook_size + 1, cfg.dim)
+        self.cls_emb = nn.Embedding(num_classes + 1, cfg.dim)
+        self.pos_emb = nn.Parameter(torch.zeros(1, seq_len + 1, cfg.dim))
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.dim)
+        self.head = nn.Linear(cfg.dim, codebook_size)
+        self.apply(init_weights)
+        nn.init.normal_(self.pos_emb, std=0.02)
+
+    def forward(self, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """ids (B, L) in [0, K] (K = [MASK]), labels (B,) in [0, C] (C = null) -> logits (B, L, K)."""
+        x = torch.cat([self.cls_emb(labels)[:, None], self.tok_emb(ids)], dim=1)     # (B, 1 + L, D)
+        x = self.drop(x + self.pos_emb[:, : x.shape[1]])
+        for block in self.blocks:
+            x = block(x, self.causal)
+        return self.head(self.norm(x[:, 1:]))                                         # (B, L, K)
+
+    def drop_labels(self, labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Replace each label by the null class with probability cfg.cond_drop (training only)."""
+        drop = torch.rand(labels.shape, generator=generator, device=labels.device) < self.cfg.cond_drop
+        return torch.where(drop, torch.full_like(labels, self.null_class), labels)
+
+    def mask_tokens(self, ids: torch.Tensor, generator: torch.Generator | None = None):
+        """Training inputs for token grids ids (B, h, w): (inputs, targets, mask), each (B, L).
+
+        A random cosine-rate mask per example; masked positions get the [MASK] id, the rest keep their token.
+        """
+        targets = rearrange(ids, "b h w -> b (h w)")
+        mask = random_mask(sample_mask_rates(len(targets), generator, ids.device), targets.shape[1], generator)
+        inputs = torch.where(mask, torch.full_like(targets, self.mask_id), targets)
+        return inputs, targets, mask

@@ -1,0 +1,100 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from minimuse.config import GeneratorConfig
+from minimuse.sampler import maskgit_sample
+from minimuse.transformer import (MaskedTransformer, attention, masked_token_loss, random_mask,
+                                  sample_mask_rates)
+
+
+def tiny_model(codebook=8, side=4, classes=4, **kw) -> MaskedTransformer:
+    torch.manual_seed(0)
+    cfg = GeneratorConfig(**{"dim": 64, "depth": 2, "heads": 4, "label_smoothing": 0.0, "cond_drop": 0.0, **kw})
+    return MaskedTransformer(cfg, codebook, side * side, classes)
+
+
+def test_mask_rate_follows_the_arccos_density():
+    r = sample_mask_rates(200_000, torch.Generator().manual_seed(0))
+    assert abs(r.mean().item() - 2 / math.pi) < 0.005          # E[cos(pi/2 u)] = 2/pi ~ 0.64
+    assert 0.62 < r.mean().item() < 0.66
+    # CDF of r = cos(pi/2 u) is P(r <= x) = 1 - 2/pi * arccos(x)
+    for x in (0.25, 0.5, 0.9):
+        assert abs((r <= x).float().mean().item() - (1 - 2 / math.pi * math.acos(x))) < 0.01
+
+
+def test_number_of_masked_positions_matches_the_rate():
+    rates = torch.tensor([0.0, 0.01, 0.5, 0.64, 0.99, 1.0])
+    mask = random_mask(rates, 64, torch.Generator().manual_seed(0))
+    expected = torch.ceil(rates * 64).clamp(1, 64)
+    assert mask.sum(1).tolist() == expected.long().tolist()      # at least one token is always masked
+
+
+def test_masked_inputs_carry_the_mask_id_and_the_rest_is_untouched():
+    model = tiny_model()
+    ids = torch.randint(0, 8, (16, 4, 4))
+    inputs, targets, mask = model.mask_tokens(ids, torch.Generator().manual_seed(0))
+    assert model.mask_id == 8 and model.mask_id >= model.codebook_size   # special id above the codebook
+    assert (inputs[mask] == model.mask_id).all()
+    assert (inputs[~mask] == targets[~mask]).all() and (targets == ids.flatten(1)).all()
+    assert (inputs != model.mask_id).sum() == (~mask).sum()     # no stray masks at visible positions
+
+
+def test_loss_ignores_logits_at_unmasked_positions():
+    logits = torch.randn(4, 16, 8)
+    targets = torch.randint(0, 8, (4, 16))
+    mask = torch.rand(4, 16) < 0.5
+    changed = logits.clone()
+    changed[~mask] = torch.randn_like(changed[~mask]) * 100
+    assert torch.equal(masked_token_loss(logits, targets, mask), masked_token_loss(changed, targets, mask))
+    # ...and it is the mean cross-entropy over exactly the masked positions
+    assert torch.allclose(masked_token_loss(logits, targets, mask), F.cross_entropy(logits[mask], targets[mask]))
+    changed = logits.clone()
+    changed[mask] += torch.randn_like(changed[mask])
+    assert not torch.equal(masked_token_loss(logits, targets, mask), masked_token_loss(changed, targets, mask))
+
+
+def test_forward_shapes_and_null_class():
+    model = tiny_model()
+    logits = model(torch.full((3, 16), model.mask_id), torch.tensor([0, 3, model.null_class]))
+    assert logits.shape == (3, 16, 8)
+    dropped = tiny_model(cond_drop=0.5).drop_labels(torch.zeros(10_000, dtype=torch.long))
+    assert set(dropped.unique().tolist()) == {0, 4} and abs((dropped == 4).float().mean() - 0.5) < 0.03
+
+
+def test_causal_mode_does_not_look_ahead():
+    torch.manual_seed(0)
+    model = MaskedTransformer(GeneratorConfig(dim=32, depth=2, heads=2), 8, 16, 2, causal=True).eval()
+    a = torch.randint(0, 8, (1, 16))
+    b = a.clone()
+    b[0, 10:] = (b[0, 10:] + 1) % 8
+    la, lb = model(a, torch.tensor([1])), model(b, torch.tensor([1]))
+    assert torch.allclose(la[0, :10], lb[0, :10], atol=1e-5) and not torch.allclose(la[0, 10:], lb[0, 10:])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("length", [16, 200])                      # the math path and the SDPA path on CPU
+def test_attention_paths_agree(causal, length):
+    q, k, v = torch.randn(3, 2, 4, length, 8).unbind(0)
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    assert torch.allclose(attention(q, k, v, causal), ref, atol=1e-5)
+
+
+def test_overfits_a_handful_of_token_grids():
+    """Four 4x4 grids, one per class: after training, sampling class k reproduces grid k exactly."""
+    model = tiny_model()
+    grids = torch.randint(0, 8, (4, 4, 4), generator=torch.Generator().manual_seed(1))
+    labels = torch.arange(4)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(300):
+        inputs, targets, mask = model.mask_tokens(grids.repeat(8, 1, 1))
+        loss = masked_token_loss(model(inputs, labels.repeat(8)), targets, mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+    model.eval()
+    out = maskgit_sample(model, labels, steps=4, temperature=0.1, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, grids)
