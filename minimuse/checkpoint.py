@@ -57,7 +57,9 @@ def load_checkpoint(path: str | Path, kind: str, map_location: str | torch.devic
     try:
         state = torch.load(file, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated file, not a torch file, pickled objects we refuse to run...
-        raise CheckpointError(f"cannot read checkpoint {file}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+        first_line = next(iter(str(e).splitlines()), "")
+        raise CheckpointError(f"cannot read checkpoint {file} ({type(e).__name__}: {first_line}); it is truncated "
+                              f"or not a checkpoint: retrain or restore it") from None
     if not isinstance(state, dict) or "kind" not in state:
         raise CheckpointError(f"{file} is not a minimuse checkpoint (expected a {kind} checkpoint from train.py)")
     if state["kind"] != kind:

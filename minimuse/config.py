@@ -5,7 +5,6 @@ from these dataclasses and never asks which preset it is in.
 """
 from __future__ import annotations
 
-import ast
 import dataclasses
 import types
 import typing
@@ -216,12 +215,16 @@ def _parse(text: str, hint) -> object:
         if text.lower() in ("0", "false", "no", "off"):
             return False
         raise ValueError(f"expected true/false, got {text!r}")
-    if hint in (int, float, str):
+    if hint is int:
+        return int(text)                                   # "1.5" is an error, not 1
+    if hint in (float, str):
         return hint(text)
     if origin is tuple:
-        value = ast.literal_eval(text if "," in text else text + ",")
-        element = args[0]
-        return tuple(element(v) for v in value)
+        items = [item.strip() for item in text.strip("()[] ").split(",") if item.strip()]
+        types_ = [args[0]] * len(items) if args[-1] is Ellipsis else list(args)
+        if len(types_) != len(items):
+            raise ValueError(f"expected {len(types_)} comma-separated values, got {text!r}")
+        return tuple(_parse(item, t) for item, t in zip(items, types_))
     raise ValueError(f"cannot parse {text!r} as {hint}")
 
 
