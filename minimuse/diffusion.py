@@ -134,12 +134,13 @@ class DenoiserMLP(nn.Module):
 
 
 class DiffusionHead(nn.Module):
-    """Models p(x | z) per token with a DDPM (MAR §3.2). Defaults follow MAR §4.1 and its README: 3 blocks of
-    width 1024, 1000 training steps, 100 sampling steps; each token is repeated 4 times per training step (MAR's
-    `diffusion_batch_mul`), so one transformer pass pays for several noise draws."""
+    """Models p(x | z) per token with a DDPM (MAR §3.2): `depth` blocks of `width`, 1000 training steps,
+    `num_sample_steps` respaced sampling steps; each token is repeated `batch_mul` times per training step (MAR's
+    `diffusion_batch_mul`), so one transformer pass pays for several noise draws. The sizes and step counts
+    come from `GeneratorConfig` (diff_*), their one home; MAR itself uses width 1024, depth 3, 100 steps, 4."""
 
-    def __init__(self, token_dim: int, cond_dim: int, width: int = 1024, depth: int = 3,
-                 num_train_steps: int = 1000, num_sample_steps: int = 100, batch_mul: int = 4):
+    def __init__(self, token_dim: int, cond_dim: int, width: int, depth: int, num_sample_steps: int,
+                 batch_mul: int, num_train_steps: int = 1000):
         super().__init__()
         self.net = DenoiserMLP(token_dim, cond_dim, width, depth)
         self.token_dim = token_dim
@@ -219,7 +220,7 @@ def train_toy(steps: int = 500, batch: int = 128, drop_label: float = 0.1,
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     embed = nn.Embedding(NULL_LABEL + 1, 32)
-    head = DiffusionHead(token_dim=2, cond_dim=32, width=128, depth=3)
+    head = DiffusionHead(token_dim=2, cond_dim=32, width=128, depth=3, num_sample_steps=100, batch_mul=4)
     optimizer = torch.optim.AdamW([*head.parameters(), *embed.parameters()], lr=2e-3, weight_decay=0.0)
     # A decaying rate sharpens eps_theta at high noise, where sampling amplifies its error most (see the head).
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)

@@ -5,7 +5,8 @@ Start from a canvas of [MASK] tokens. At every step t = 0 .. T-1:
   1. predict a distribution over the codebook for every position (with classifier-free guidance);
   2. sample a token at every still-masked position;
   3. score each sample by its log-probability plus annealed Gumbel noise (its "confidence");
-  4. keep the n_t = floor(N * gamma((t+1)/T)) least confident positions masked and accept the rest.
+  4. keep the n_t = floor(N * gamma((t+1)/T)) least confident positions masked and accept the rest
+     (at least one token is accepted per step, and one stays masked until the last step).
 
 gamma is the mask schedule: the fraction of tokens still masked after a fraction x of the steps. The cosine
 gamma(x) = cos(pi/2 * x) decodes few tokens early, when the model knows little, and many late. Accepted tokens
@@ -46,14 +47,15 @@ def num_masked_after(step: int, steps: int, total: torch.Tensor, masked_now: tor
                      schedule: str = "cosine") -> torch.Tensor:
     """How many tokens stay masked after `step` (0-based) of `steps`, per row.
 
-    n = floor(total * gamma((step+1)/steps)), but at least 1 until the last step (so the last step still has
-    something to decide) and never more than are masked now (decoded tokens are final). 0 after the last step.
+    n = floor(total * gamma((step+1)/steps)), but fewer than are masked now (every step decodes at least one
+    token; decoded tokens are final) and at least 1 until the last step, so the last step still has something
+    to decide. Where the two clash (more steps than tokens) the one masked token waits. 0 after the last step.
     total, masked_now: (B,) int counts of tokens to generate and tokens still masked.
     """
     if step == steps - 1:
         return torch.zeros_like(masked_now)
     n = torch.floor(total * mask_schedule(schedule)((step + 1) / steps)).long()
-    return torch.minimum(n.clamp(min=1), masked_now)
+    return torch.minimum(n, masked_now - 1).clamp(min=1)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -157,13 +159,19 @@ def maskgit_sample(model, labels: torch.Tensor, steps: int = 8, *, schedule: str
 
 @torch.no_grad()
 def generate(model, tokenizer, labels: torch.Tensor, cfg, seed: int = 0, history: list | None = None) -> torch.Tensor:
-    """Class labels (B,) -> images (B, 3, H, W) in [-1, 1]: sample token grids with the settings of a
-    `SamplerConfig`, then decode them with the tokenizer. The same seed gives the same images."""
+    """Class labels (B,) -> images (B, 3, H, W) in [-1, 1]: sample tokens with the settings of a `SamplerConfig`
+    (MaskGIT decoding for a MaskedTransformer, MAR's diffusion-head decoding for a MAR model), then decode them
+    with the tokenizer. The same seed gives the same images."""
     generator = torch.Generator(labels.device).manual_seed(seed)
     was_training = model.training
     model.eval()
-    ids = maskgit_sample(model, labels, cfg.steps, schedule=cfg.schedule, temperature=cfg.temperature,
-                         choice_temperature=cfg.choice_temperature, cfg=cfg.cfg, cfg_schedule=cfg.cfg_schedule,
-                         top_k=cfg.top_k, generator=generator, history=history)
+    if model.cfg.kind == "mar":
+        tokens = model.sample(labels, cfg.steps, schedule=cfg.schedule, cfg=cfg.cfg, cfg_schedule=cfg.cfg_schedule,
+                              temperature=cfg.temperature, generator=generator, history=history)
+    else:
+        tokens = maskgit_sample(model, labels, cfg.steps, schedule=cfg.schedule, temperature=cfg.temperature,
+                                choice_temperature=cfg.choice_temperature, cfg=cfg.cfg,
+                                cfg_schedule=cfg.cfg_schedule, top_k=cfg.top_k, generator=generator,
+                                history=history)
     model.train(was_training)
-    return tokenizer.decode(ids)
+    return tokenizer.decode(tokens)

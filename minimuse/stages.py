@@ -2,15 +2,18 @@
 
 Each stage owns its models and turns a batch into named losses for `trainer.fit`:
     TokenizerStage   images -> VQGAN reconstruction + codebook + (after disc_start) PatchGAN losses
-    GeneratorStage   cached token grids -> masked-token cross-entropy (MaskGIT / Muse)
+    GeneratorStage   cached token grids -> masked-token cross-entropy (MaskGIT / Muse), or MAR's
+                     per-token diffusion loss on continuous latents
 `run_pipeline` is what `python train.py` calls.
 """
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
@@ -19,12 +22,13 @@ from minimuse.checkpoint import load_checkpoint
 from minimuse.config import RunConfig, from_dict
 from minimuse.data import build_dataset
 from minimuse.lpips import build_perceptual_loss
+from minimuse.mar import MAR
 from minimuse.metrics import attribute_accuracy, compare_spread, format_report, psnr, spread_stats
 from minimuse.quantizer import codebook_stats
 from minimuse.sampler import generate
-from minimuse.trainer import fit, infinite_batches, seed_everything
+from minimuse.trainer import fit, infinite_batches, seed_everything, setup_distributed
 from minimuse.viz import save_grid
-from minimuse.transformer import MaskedTransformer, masked_token_loss
+from minimuse.transformer import MaskedTransformer, drop_labels, masked_token_loss
 from minimuse.vqgan import VQGAN, PatchGAN, adaptive_weight, hinge_d_loss, reconstruction_loss
 
 
@@ -65,13 +69,15 @@ class TokenizerStage:
         if self.perceptual is not None:
             nll = nll + self.tcfg.perceptual_weight * self.perceptual(images, rec).mean()
         g_loss = nll + q.loss
-        losses, metrics = {}, {"loss": nll.detach(), "reg": q.loss.detach(), "psnr": psnr(images, rec).mean(),
-                               **q.stats}
+        metrics = {"loss": nll.detach(), "reg": q.loss.detach(), "psnr": psnr(images, rec.detach()).mean(),
+                   **q.stats}
+        losses = {}
         if step >= self.tcfg.disc_start:
             gan = -self.disc(rec).mean()       # the raw D: only the D loss below goes through DDP's reducer
             weight = self.tcfg.disc_weight * adaptive_weight(nll, gan, self.model.decoder.conv_out.weight)
             g_loss = g_loss + weight * gan
-            losses["d"] = hinge_d_loss(self.disc_net(images), self.disc_net(rec.detach()))
+            real, fake = self.disc_net(torch.cat([images, rec.detach()])).chunk(2)   # one (DDP) forward
+            losses["d"] = hinge_d_loss(real, fake)
             metrics.update(gan=gan.detach(), d=losses["d"].detach(), lam=weight)
         losses["g"] = g_loss
         return losses, metrics
@@ -104,18 +110,21 @@ class TokenizerStage:
 
 @torch.no_grad()
 def evaluate_tokenizer(model: VQGAN, dataset, device: torch.device, batch_size: int = 250) -> dict:
-    """Mean PSNR of reconstructions and codebook usage/perplexity over a whole (held-out) dataset."""
+    """Mean PSNR of reconstructions over a whole (held-out) dataset, and for a VQ tokenizer the codebook
+    usage and perplexity of all its tokens together."""
     model.eval()
-    scores, ids = [], []
+    scores, tokens = [], []
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
     for images, _ in tqdm(loader, desc="evaluate tokenizer", leave=False):
         images = images.to(device)
-        tokens = model.encode(images)
-        scores.append(psnr(images, model.decode(tokens)).cpu())
-        ids.append(tokens.cpu())
-    perplexity, usage = codebook_stats(torch.cat(ids), model.cfg.codebook_size)
-    return {"psnr": torch.cat(scores).mean().item(), "codebook_usage": float(usage), "perplexity": float(perplexity),
-            "codebook_size": model.cfg.codebook_size, "images": len(dataset)}
+        t = model.encode(images)
+        scores.append(psnr(images, model.decode(t)).cpu())
+        tokens.append(t.cpu())
+    result = {"psnr": torch.cat(scores).mean().item(), "images": len(dataset)}
+    if model.discrete:
+        perplexity, usage = codebook_stats(torch.cat(tokens), model.cfg.codebook_size)
+        result.update(codebook_usage=float(usage), perplexity=float(perplexity), codebook_size=model.cfg.codebook_size)
+    return result
 
 
 def load_tokenizer(path: str | Path, device: torch.device) -> tuple[VQGAN, RunConfig]:
@@ -134,19 +143,34 @@ def load_tokenizer(path: str | Path, device: torch.device) -> tuple[VQGAN, RunCo
 
 @torch.no_grad()
 def cache_tokens(tokenizer: VQGAN, dataset, path: Path, device: torch.device, batch_size: int = 500):
-    """Encode every image of `dataset` once; reuse `path` while it matches this tokenizer and dataset."""
+    """Encode every image of `dataset` once; reuse `path` while it matches this tokenizer and dataset.
+
+    Ids are stored as int16, continuous latents as float16 (half the disk, far below their noise level).
+    """
     key = {"tokenizer": fingerprint(tokenizer), "images": len(dataset)}
+    rank, world = setup_distributed()
+    if rank != 0:                                      # under DDP, rank 0 encodes and the others read its file
+        dist.barrier()
     if path.exists():
         cached = torch.load(path, weights_only=True)
         if cached["key"] == key:
-            return torch.utils.data.TensorDataset(cached["ids"].long(), cached["labels"])
-    ids, labels = [], []
+            if rank == 0 and world > 1:
+                dist.barrier()
+            return torch.utils.data.TensorDataset(widen(cached["tokens"]), cached["labels"])
+    tokens, labels = [], []
     for images, y in tqdm(torch.utils.data.DataLoader(dataset, batch_size=batch_size), desc="encode tokens"):
-        ids.append(tokenizer.encode(images.to(device)).cpu().to(torch.int16))
+        t = tokenizer.encode(images.to(device)).cpu()
+        tokens.append(t.to(torch.int16) if tokenizer.discrete else t.half())
         labels.append(torch.as_tensor(y))
-    ids, labels = torch.cat(ids), torch.cat(labels)
-    torch.save({"key": key, "ids": ids, "labels": labels}, path)
-    return torch.utils.data.TensorDataset(ids.long(), labels)
+    tokens, labels = torch.cat(tokens), torch.cat(labels)
+    torch.save({"key": key, "tokens": tokens, "labels": labels}, path)
+    if world > 1:
+        dist.barrier()
+    return torch.utils.data.TensorDataset(widen(tokens), labels)
+
+
+def widen(tokens: torch.Tensor) -> torch.Tensor:
+    return tokens.float() if tokens.dtype.is_floating_point else tokens.long()
 
 
 def fingerprint(model: nn.Module) -> float:
@@ -154,16 +178,29 @@ def fingerprint(model: nn.Module) -> float:
     return float(sum(p.double().sum() for p in model.state_dict().values() if p.dtype.is_floating_point))
 
 
+def build_generator(cfg: RunConfig, tokenizer: VQGAN, num_classes: int) -> nn.Module:
+    """The generator of `cfg.generator.kind` over this tokenizer's token grid."""
+    side = cfg.data.resolution // tokenizer.f
+    if cfg.generator.kind == "maskgit":
+        if not tokenizer.discrete:
+            raise ValueError("generator.kind=maskgit needs a VQ tokenizer (tokenizer.bottleneck=vq)")
+        return MaskedTransformer(cfg.generator, tokenizer.cfg.codebook_size, side * side, num_classes)
+    if cfg.generator.kind == "mar":
+        if tokenizer.discrete:
+            raise ValueError("generator.kind=mar needs a continuous tokenizer (tokenizer.bottleneck=kl or plain)")
+        return MAR(cfg.generator, tokenizer.cfg.token_dim, side * side, num_classes)
+    raise ValueError(f"unknown generator.kind {cfg.generator.kind!r}; choose maskgit or mar")
+
+
 class GeneratorStage:
-    """Masked-token modelling (MaskGIT / Muse) on cached token grids; samples are decoded by the tokenizer."""
+    """The generator on cached token grids: masked-token cross-entropy (MaskGIT / Muse) for ids, the per-token
+    diffusion loss (MAR) for continuous latents. Samples are decoded by the tokenizer."""
 
     kind = "generator"
 
     def __init__(self, cfg: RunConfig, device: torch.device, tokenizer: VQGAN, class_names: list[str]):
         self.cfg, self.device, self.tokenizer, self.class_names = cfg, device, tokenizer, class_names
-        side = cfg.data.resolution // tokenizer.f
-        self.model = MaskedTransformer(cfg.generator, tokenizer.cfg.codebook_size, side * side,
-                                       max(1, len(class_names))).to(device)
+        self.model = build_generator(cfg, tokenizer, max(1, len(class_names))).to(device)
         self.net = self.model
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -173,9 +210,13 @@ class GeneratorStage:
         self.net = ddp(self.model, on)
 
     def losses(self, batch, step: int):
-        ids, labels = batch                                               # (B, h, w), (B,)
-        inputs, targets, mask = self.model.mask_tokens(ids)               # (B, L) each
-        logits = self.net(inputs, self.model.drop_labels(labels))         # (B, L, K)
+        tokens, labels = batch                                            # (B, h, w) ids or (B, h, w, C), (B,)
+        if self.cfg.generator.kind == "mar":
+            loss = self.net(tokens, labels)                               # MAR's forward is its loss
+            return {"g": loss}, {"loss": loss.detach()}
+        inputs, targets, mask = self.model.mask_tokens(tokens)            # (B, L) each
+        labels = drop_labels(labels, self.cfg.generator.cond_drop, self.model.null_class)
+        logits = self.net(inputs, labels)                                 # (B, L, K)
         loss = masked_token_loss(logits, targets, mask, self.cfg.generator.label_smoothing)
         acc = (logits.argmax(-1) == targets)[mask].float().mean()
         return {"g": loss}, {"loss": loss.detach(), "acc": acc}
@@ -196,18 +237,17 @@ class GeneratorStage:
         self.model.load_state_dict(state["model"])
 
 
-
 def load_generator(path: str | Path, device: torch.device):
     """(generator, tokenizer, run config, class names) from a run folder or generator.pt, both in eval mode."""
     state = load_checkpoint(path, "generator", map_location=device)
     cfg = from_dict(state["config"])
     tokenizer = VQGAN(cfg.tokenizer).to(device)
     tokenizer.load_state_dict(state["tokenizer"])
-    side = cfg.data.resolution // tokenizer.f
     class_names = state["class_names"]
-    model = MaskedTransformer(cfg.generator, cfg.tokenizer.codebook_size, side * side, max(1, len(class_names)))
+    model = build_generator(cfg, tokenizer, max(1, len(class_names))).to(device)
     model.load_state_dict(state["model"])
-    return model.to(device).eval(), tokenizer.eval(), cfg, class_names
+    return model.eval(), tokenizer.eval(), cfg, class_names
+
 
 # ---------------------------------------------------------------------------------------------------------
 # The pipeline
@@ -216,9 +256,13 @@ def load_generator(path: str | Path, device: torch.device):
 
 def run_pipeline(cfg: RunConfig, out_dir: str | Path, stages: tuple[str, ...], device: torch.device,
                  resume: bool = False) -> dict:
-    """Train the requested stages in order and return (and write `metrics.json`) their summaries."""
+    """Train the requested stages in order and return (and write `metrics.json`) their summaries.
+
+    Under DDP every rank trains; rank 0 alone evaluates and writes the summary and pictures.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    main = setup_distributed()[0] == 0
     seed_everything(cfg.seed)
     data = cfg.data
     train = build_dataset(data.name, data.resolution, "train", seed=cfg.seed, size=data.train_size, root=data.root)
@@ -226,32 +270,41 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, stages: tuple[str, ...], d
                             root=data.root)
     summary_path = out_dir / "metrics.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    seconds = summary.setdefault("seconds", {})
 
     if "tokenizer" in stages:
+        start = time.perf_counter()
         preview = torch.stack([holdout[i][0] for i in range(min(16, len(holdout)))])
         stage = TokenizerStage(cfg, device, preview)
         tcfg = cfg.train_tokenizer
         fit(stage, infinite_batches(train, tcfg.batch_size, cfg.seed, device), tcfg, out_dir, cfg, resume)
-        summary["tokenizer"] = evaluate_tokenizer(stage.model, holdout, device)
-        print("tokenizer on held-out images: " + ", ".join(f"{k} {v:.4g}" for k, v in summary["tokenizer"].items()))
         tokenizer = stage.model.eval()
+        if main:
+            summary["tokenizer"] = evaluate_tokenizer(tokenizer, holdout, device)
+            print("tokenizer on held-out images: "
+                  + ", ".join(f"{k} {v:.4g}" for k, v in summary["tokenizer"].items()))
+        seconds["tokenizer"] = time.perf_counter() - start
     if "generator" in stages:
         if "tokenizer" not in stages:
             tokenizer, tok_cfg = load_tokenizer(out_dir, device)
             cfg.tokenizer = tok_cfg.tokenizer                             # the tokenizer's own config rules
+        start = time.perf_counter()
         tokens = cache_tokens(tokenizer, train, out_dir / "tokens.pt", device)
         stage = GeneratorStage(cfg, device, tokenizer, train.class_names)
         tcfg = cfg.train_generator
         fit(stage, infinite_batches(tokens, tcfg.batch_size, cfg.seed, device), tcfg, out_dir, cfg, resume)
-        stage.model.eval()
-        summary["generator"] = evaluate_generator(stage, holdout, out_dir)
-    summary_path.write_text(json.dumps(summary, indent=2))
+        if main:
+            summary["generator"] = evaluate_generator(stage, holdout, out_dir)
+        seconds["generator"] = time.perf_counter() - start
+    if main:
+        summary_path.write_text(json.dumps(summary, indent=2))
     return summary
 
 
 @torch.no_grad()
 def evaluate_generator(stage: GeneratorStage, holdout, out_dir: Path, per_class: int = 32) -> dict:
     """Final per-class sample grid; on Shapes also attribute accuracy and position/size spread vs the data."""
+    stage.model.eval()
     images = stage.sample_grid(out_dir / "samples.png", per_class=per_class)
     print(f"wrote {out_dir / 'samples.png'} ({per_class} samples per class)")
     if stage.cfg.data.name != "shapes":

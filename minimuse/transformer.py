@@ -104,6 +104,14 @@ def random_mask(rates: torch.Tensor, length: int, generator: torch.Generator | N
     return rank < n[:, None]
 
 
+def drop_labels(labels: torch.Tensor, p: float, null_class: int,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Replace each label by the null class with probability p, so one model learns p(x | c) and p(x)
+    for classifier-free guidance (Ho & Salimans 2022; Muse §2.7 uses p = 0.1)."""
+    drop = torch.rand(labels.shape, generator=generator, device=labels.device) < p
+    return torch.where(drop, torch.full_like(labels, null_class), labels)
+
+
 def masked_token_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
                       label_smoothing: float = 0.0) -> torch.Tensor:
     """Cross-entropy over masked positions only (MaskGIT eq. 1): logits (B, L, K), targets/mask (B, L)."""
@@ -149,11 +157,6 @@ class MaskedTransformer(nn.Module):
         for block in self.blocks:
             x = block(x, self.causal)
         return self.head(self.norm(x[:, 1:]))                                         # (B, L, K)
-
-    def drop_labels(self, labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Replace each label by the null class with probability cfg.cond_drop (training only)."""
-        drop = torch.rand(labels.shape, generator=generator, device=labels.device) < self.cfg.cond_drop
-        return torch.where(drop, torch.full_like(labels, self.null_class), labels)
 
     def mask_tokens(self, ids: torch.Tensor, generator: torch.Generator | None = None):
         """Training inputs for token grids ids (B, h, w): (inputs, targets, mask), each (B, L).

@@ -83,7 +83,7 @@ def test_respace_rejects_impossible_step_counts(n):
 
 
 def test_head_clips_only_the_first_reverse_step():
-    head = DiffusionHead(token_dim=2, cond_dim=4, width=8, depth=1)
+    head = DiffusionHead(token_dim=2, cond_dim=4, width=8, depth=1, num_sample_steps=100, batch_mul=4)
     _, betas = respace(alpha_bars(cosine_betas(1000)), 100)
     assert betas[-1] > 0.9999 and head.sample_betas[-1] == pytest.approx(0.999)
     torch.testing.assert_close(head.sample_betas[:-1], betas[:-1].float())
@@ -104,7 +104,7 @@ class GaussianDenoiser(torch.nn.Module):
 @pytest.mark.parametrize("steps, low, high", [(1000, 0.95, 1.02), (100, 0.80, 0.95)])
 def test_sampler_with_the_exact_denoiser_recovers_the_gaussian(steps, low, high):
     # The sampler alone, no training: mean exact; std slightly low with coarse steps, as the module docstring says.
-    head = DiffusionHead(token_dim=1, cond_dim=1, width=8, depth=1, num_sample_steps=steps)
+    head = DiffusionHead(token_dim=1, cond_dim=1, width=8, depth=1, num_sample_steps=steps, batch_mul=4)
     head.net = GaussianDenoiser(head.alpha_bar, mu=1.0, sigma=0.1)
     x = sample(head, torch.zeros(20_000, 1), seed=0)
     assert x.mean().item() == pytest.approx(1.0, abs=0.005)
@@ -117,7 +117,7 @@ def test_sampler_with_the_exact_denoiser_recovers_the_gaussian(steps, low, high)
 
 def test_adaln_modulations_start_at_zero():
     torch.manual_seed(0)
-    head = DiffusionHead(token_dim=3, cond_dim=5, width=16, depth=2)
+    head = DiffusionHead(token_dim=3, cond_dim=5, width=16, depth=2, num_sample_steps=100, batch_mul=4)
     x, z, t = torch.randn(64, 3), torch.randn(64, 5), torch.randint(0, 1000, (64,))
     assert torch.equal(head.net(x, t, z), torch.zeros(64, 3))
     block = ResBlock(16)
@@ -128,7 +128,7 @@ def test_adaln_modulations_start_at_zero():
 
 
 def test_loss_repeats_each_token_batch_mul_times():
-    head = DiffusionHead(token_dim=3, cond_dim=5, width=16, depth=1, batch_mul=4)
+    head = DiffusionHead(token_dim=3, cond_dim=5, width=16, depth=1, num_sample_steps=100, batch_mul=4)
     seen = []
     head.net.register_forward_hook(lambda module, args, out: seen.append(args[0].shape))
     loss = head.loss(torch.randn(10, 3), torch.randn(10, 5))

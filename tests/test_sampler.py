@@ -27,17 +27,18 @@ class FakeModel:
 
 
 def expected_masked(total, steps, schedule="cosine"):
-    """The schedule written out longhand: floor(N * gamma((t+1)/T)), >= 1 until the last step, non-increasing."""
+    """The schedule written out longhand: floor(N * gamma((t+1)/T)), below the previous count, >= 1 until the
+    last step."""
     counts, prev = [], total
     for t in range(steps):
-        n = 0 if t == steps - 1 else min(prev, max(1, math.floor(total * mask_schedule(schedule)((t + 1) / steps))))
+        n = 0 if t == steps - 1 else max(1, min(prev - 1, math.floor(total * mask_schedule(schedule)((t + 1) / steps))))
         counts.append(n)
         prev = n
     return counts
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "sqrt", "square", "cubic"])
-@pytest.mark.parametrize("steps", [1, 4, 8, 12, 24])
+@pytest.mark.parametrize("steps", [1, 4, 8, 12, 24, 64])
 def test_masked_count_follows_the_schedule_exactly(schedule, steps):
     model, history = FakeModel(seq_len=64), []
     maskgit_sample(model, torch.tensor([0, 1]), steps, schedule=schedule, generator=torch.Generator().manual_seed(0),
@@ -49,6 +50,7 @@ def test_masked_count_follows_the_schedule_exactly(schedule, steps):
 def test_schedule_keeps_one_token_masked_until_the_last_step():
     counts = expected_masked(64, 24)
     assert all(c >= 1 for c in counts[:-1]) and counts[-1] == 0
+    assert all(a > b for a, b in zip([64] + counts, counts))       # every step decodes at least one token
     # more steps than tokens: the count can stall at 1 but never goes up or to zero early
     n = num_masked_after(2, 10, torch.tensor([4]), torch.tensor([1]))
     assert n.item() == 1

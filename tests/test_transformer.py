@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from minimuse.config import GeneratorConfig
 from minimuse.sampler import maskgit_sample
-from minimuse.transformer import (MaskedTransformer, attention, masked_token_loss, random_mask,
+from minimuse.transformer import (MaskedTransformer, attention, drop_labels, masked_token_loss, random_mask,
                                   sample_mask_rates)
 
 
@@ -60,7 +60,7 @@ def test_forward_shapes_and_null_class():
     model = tiny_model()
     logits = model(torch.full((3, 16), model.mask_id), torch.tensor([0, 3, model.null_class]))
     assert logits.shape == (3, 16, 8)
-    dropped = tiny_model(cond_drop=0.5).drop_labels(torch.zeros(10_000, dtype=torch.long))
+    dropped = drop_labels(torch.zeros(10_000, dtype=torch.long), 0.5, 4)
     assert set(dropped.unique().tolist()) == {0, 4} and abs((dropped == 4).float().mean() - 0.5) < 0.03
 
 

@@ -1,0 +1,139 @@
+"""MAR: masked generation over continuous tokens with a per-token diffusion head.
+
+Li, Tian, Li, Deng & He 2024, "Autoregressive Image Generation without Vector Quantization". The tokenizer
+gives continuous latents (B, h, w, C) instead of ids, so there is no softmax: the transformer produces a
+condition vector z for every token and the diffusion MLP head (`diffusion.py`) models p(x | z).
+
+    tokens (B, L, C) --random order, mask most--> MAE encoder over [buffer tokens + visible tokens]
+                     --> MAE decoder over all positions (mask embeddings re-inserted) --> z (B, L, D)
+                     --> diffusion loss on the masked tokens (MAR §3.2, eq. 2)
+
+The transformer blocks are `transformer.Block`, shared with the MaskGIT model. The class conditions the
+model through the buffer tokens: every buffer position holds the class embedding (MAR §5.1), and the learned
+null class stands in for it with probability cfg.cond_drop (classifier-free guidance).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from einops import rearrange
+
+from minimuse.config import GeneratorConfig
+from minimuse.diffusion import DiffusionHead
+from minimuse.sampler import guidance_at, num_masked_after
+from minimuse.transformer import Block, drop_labels, init_weights
+
+
+def sample_mask_ratio(mask_ratio_min: float, generator: torch.Generator | None = None) -> float:
+    """One training mask ratio from a normal centred at 1.0 with std 0.25, truncated to [min, 1] (MAR §3.3),
+    drawn by inverting the truncated CDF: r = mu + sigma * Phi^-1(U(Phi(a), Phi(b)))."""
+    mu, sigma = 1.0, 0.25
+    lo, hi = (torch.special.ndtr(torch.tensor((v - mu) / sigma, dtype=torch.float64)) for v in (mask_ratio_min, 1.0))
+    u = lo + (hi - lo) * torch.rand((), generator=generator, dtype=torch.float64)
+    return float((mu + sigma * torch.special.ndtri(u)).clamp(mask_ratio_min, 1.0))
+
+
+def random_orders(batch: int, length: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """(B, L): each row a random permutation of the positions, the order in which MAR generates them."""
+    return torch.rand(batch, length, generator=generator, device=device).argsort(dim=1)
+
+
+def mask_by_order(orders: torch.Tensor, num_masked: torch.Tensor) -> torch.Tensor:
+    """(B, L) bool: the first num_masked (B,) positions of each row's order are masked; later ones are visible,
+    so generation reveals tokens from the end of the order backwards."""
+    rank = orders.argsort(dim=1)                                          # rank[b, pos] = place of pos in the order
+    return rank < num_masked[:, None]
+
+
+class MAR(nn.Module):
+    """MAE-style encoder/decoder over continuous tokens, conditioned through buffer tokens, with a diffusion head."""
+
+    def __init__(self, cfg: GeneratorConfig, token_dim: int, seq_len: int, num_classes: int):
+        super().__init__()
+        self.cfg, self.token_dim, self.seq_len, self.num_classes = cfg, token_dim, seq_len, num_classes
+        self.null_class = num_classes
+        n, d = cfg.buffer_tokens, cfg.dim
+        self.token_proj = nn.Linear(token_dim, d)
+        self.cls_emb = nn.Embedding(num_classes + 1, d)
+        self.enc_pos = nn.Parameter(torch.zeros(1, n + seq_len, d))
+        self.encoder = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.depth))
+        self.enc_norm = nn.LayerNorm(d)
+        self.mask_emb = nn.Parameter(torch.zeros(1, 1, d))
+        self.dec_pos = nn.Parameter(torch.zeros(1, n + seq_len, d))
+        self.decoder = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.decoder_depth))
+        self.dec_norm = nn.LayerNorm(d)
+        self.head_pos = nn.Parameter(torch.zeros(1, seq_len, d))          # position info for the diffusion head
+        self.apply(init_weights)
+        for p in (self.enc_pos, self.mask_emb, self.dec_pos, self.head_pos):
+            nn.init.normal_(p, std=0.02)
+        self.head = DiffusionHead(token_dim, d, width=cfg.diff_width, depth=cfg.diff_depth,
+                                  num_sample_steps=cfg.diff_sample_steps, batch_mul=cfg.diff_batch_mul)
+
+    # -------------------------------------------------------------------------------------------------
+    def encode(self, tokens: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """tokens (B, L, C), mask (B, L) True = masked, the same count in every row; labels (B,).
+
+        Returns (B, buffer + visible, D): the encoder sees the buffer tokens and the visible tokens only.
+        """
+        b, n = len(tokens), self.cfg.buffer_tokens
+        buffer = self.cls_emb(labels)[:, None].expand(b, n, -1)              # (B, n, D)
+        x = torch.cat([buffer, self.token_proj(tokens)], dim=1) + self.enc_pos
+        keep = torch.cat([mask.new_ones(b, n), ~mask], dim=1)                 # (B, n + L)
+        x = x[keep].reshape(b, -1, x.shape[-1])                               # drop the masked positions
+        for block in self.encoder:
+            x = block(x)
+        return self.enc_norm(x)
+
+    def decode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Encoder output (B, n + visible, D) -> condition vectors z (B, L, D) for every token position."""
+        b, n = len(x), self.cfg.buffer_tokens
+        keep = torch.cat([mask.new_ones(b, n), ~mask], dim=1)                 # (B, n + L)
+        full = self.mask_emb.to(x.dtype).expand(b, keep.shape[1], -1).clone()
+        full[keep] = x.reshape(-1, x.shape[-1])                               # mask embeddings where masked
+        full = full + self.dec_pos
+        for block in self.decoder:
+            full = block(full)
+        return self.dec_norm(full)[:, n:] + self.head_pos
+
+    def forward(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Training loss for tokens (B, h, w, C) and labels (B,): one mask ratio per batch, a random order per
+        example, and the diffusion loss on the masked tokens only."""
+        x = rearrange(tokens, "b h w c -> b (h w) c")
+        b, length = x.shape[:2]
+        num_masked = math.ceil(length * sample_mask_ratio(self.cfg.mask_ratio_min))
+        orders = random_orders(b, length, device=x.device)
+        mask = mask_by_order(orders, torch.full((b,), num_masked, device=x.device))
+        z = self.decode(self.encode(x, mask, drop_labels(labels, self.cfg.cond_drop, self.null_class)), mask)
+        return self.head.loss(x[mask], z[mask])
+
+    # -------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, labels: torch.Tensor, steps: int, *, schedule: str = "cosine", cfg: float = 0.0,
+               cfg_schedule: str = "linear", temperature: float = 1.0, generator: torch.Generator | None = None,
+               history: list | None = None) -> torch.Tensor:
+        """Generate tokens (B, h, w, C) in `steps` iterations (MAR §3.3): at each step, predict z for all
+        positions and let the diffusion head sample the tokens next in each row's random order; the number
+        still masked follows the same schedule as MaskGIT. Guidance runs cond and null rows in one batch."""
+        b, length, side = len(labels), self.seq_len, math.isqrt(self.seq_len)
+        tokens = torch.zeros(b, length, self.token_dim, device=labels.device)
+        mask = torch.ones(b, length, dtype=torch.bool, device=labels.device)
+        orders = random_orders(b, length, generator, labels.device)
+        total = torch.full((b,), length, device=labels.device)
+        null = torch.full_like(labels, self.null_class)
+        for t in range(steps):
+            s = guidance_at(t, steps, cfg, cfg_schedule)
+            rows = 2 if s != 0 else 1                                         # cond (and null) rows, one batch
+            z = self.decode(self.encode(tokens.repeat(rows, 1, 1), mask.repeat(rows, 1),
+                                        torch.cat([labels, null][:rows])), mask.repeat(rows, 1))
+            next_mask = mask_by_order(orders, num_masked_after(t, steps, total, mask.sum(dim=1), schedule))
+            reveal = mask & ~next_mask                                        # (B, L) tokens decided now
+            if reveal.any():                                                  # (not when steps > tokens)
+                z_cond, z_null = [part[reveal] for part in z.chunk(rows)] + [None] * (2 - rows)   # (N, D) each
+                tokens[reveal] = self.head.sample(z_cond, temperature, s, generator, z_uncond=z_null).to(tokens.dtype)
+            mask = next_mask
+            if history is not None:
+                history.append((rearrange(tokens.clone(), "b (h w) c -> b h w c", h=side),
+                                rearrange(mask, "b (h w) -> b h w", h=side)))
+        return rearrange(tokens, "b (h w) c -> b h w c", h=side)

@@ -1,0 +1,90 @@
+import math
+
+import torch
+
+from minimuse.config import GeneratorConfig
+from minimuse.mar import MAR, mask_by_order, random_orders, sample_mask_ratio
+from minimuse.sampler import num_masked_after
+
+
+def tiny_mar(**kw) -> MAR:
+    torch.manual_seed(0)
+    cfg = GeneratorConfig(**{"kind": "mar", "dim": 32, "depth": 1, "heads": 2, "decoder_depth": 1,
+                             "buffer_tokens": 2, "diff_width": 32, "diff_depth": 1, "diff_sample_steps": 10, **kw})
+    return MAR(cfg, token_dim=4, seq_len=16, num_classes=3)
+
+
+def test_training_mask_ratio_stays_in_range_and_leans_to_one():
+    g = torch.Generator().manual_seed(0)
+    ratios = torch.tensor([sample_mask_ratio(0.7, g) for _ in range(5000)])
+    assert ratios.min() >= 0.7 and ratios.max() <= 1.0
+    # a normal centred at 1 truncated to [0.7, 1]: density rises towards 1, mean ~0.87
+    assert 0.85 < ratios.mean() < 0.89 and (ratios > 0.85).float().mean() > 0.5
+
+
+def test_mask_by_order_masks_the_first_of_each_order():
+    orders = torch.tensor([[3, 0, 2, 1], [0, 1, 2, 3]])
+    assert mask_by_order(orders, torch.tensor([2, 1])).tolist() == [[True, False, False, True],
+                                                                    [True, False, False, False]]
+    assert mask_by_order(orders, torch.tensor([1, 3])).tolist() == [[False, False, False, True],
+                                                                    [True, True, True, False]]
+    assert sorted(random_orders(1, 16, torch.Generator().manual_seed(0))[0].tolist()) == list(range(16))
+
+
+def test_encoder_sees_the_buffer_and_the_visible_tokens_only():
+    model = tiny_mar().eval()
+    tokens, labels = torch.randn(2, 16, 4), torch.tensor([0, 2])
+    mask = mask_by_order(random_orders(2, 16, torch.Generator().manual_seed(1)), torch.tensor([10, 10]))
+    out = model.encode(tokens, mask, labels)
+    assert out.shape == (2, 2 + 6, 32)                             # buffer + visible
+    changed = tokens.clone()
+    changed[mask] = torch.randn_like(changed[mask]) * 10           # what is masked cannot matter
+    assert torch.allclose(model.encode(changed, mask, labels), out, atol=1e-6)
+    changed[~mask] += 1.0                                          # what is visible does
+    assert not torch.allclose(model.encode(changed, mask, labels), out)
+    z = model.decode(out, mask)
+    assert z.shape == (2, 16, 32)
+
+
+def test_training_loss_reaches_the_transformer_once_the_head_listens():
+    model = tiny_mar()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    tokens, labels = torch.randn(4, 4, 4, 4), torch.tensor([0, 1, 2, 0])
+    reaches = []
+    for _ in range(3):
+        opt.zero_grad()
+        loss = model(tokens, labels)
+        loss.backward()
+        assert loss.ndim == 0 and torch.isfinite(loss)
+        reaches.append(all(p.grad is not None and p.grad.abs().sum() > 0
+                           for p in (model.head_pos, model.cls_emb.weight, model.enc_pos)))
+        opt.step()
+    # AdaLN-Zero: the head ignores z until its output layer and then its modulations have moved off zero
+    assert reaches == [False, False, True]
+
+
+def test_sampling_reveals_at_least_one_token_per_step_and_all_by_the_end():
+    model = tiny_mar().eval()
+    for steps, cfg in [(4, 0.0), (16, 2.0), (20, 1.0)]:
+        history = []
+        out = model.sample(torch.tensor([0, 1]), steps, cfg=cfg, generator=torch.Generator().manual_seed(0),
+                           history=history)
+        masked = [m.flatten(1).sum(1) for _, m in history]
+        expected, now = [], torch.tensor([16, 16])
+        for t in range(steps):
+            now = num_masked_after(t, steps, torch.tensor([16, 16]), now)
+            expected.append(now)
+        assert [m.tolist() for m in masked] == [e.tolist() for e in expected]
+        counts = [16] + [m[0].item() for m in masked]
+        revealed = [a - b for a, b in zip(counts, counts[1:])]
+        assert (min(revealed) >= 1 or steps > 16) and counts[-1] == 0
+        assert out.shape == (2, 4, 4, 4) and torch.isfinite(out).all()
+        for (a, ma), (b, _) in zip(history, history[1:]):          # revealed tokens are final
+            assert torch.equal(a[~ma], b[~ma])
+
+
+def test_same_seed_same_samples():
+    model = tiny_mar().eval()
+    a, b, c = (model.sample(torch.tensor([1, 2]), 4, cfg=1.0, generator=torch.Generator().manual_seed(s))
+               for s in (0, 0, 1))
+    assert torch.equal(a, b) and not torch.equal(a, c)
