@@ -11,6 +11,7 @@ All lookup math (distances, loss, EMA) runs in fp32, also under bf16 autocast.
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
@@ -174,8 +175,7 @@ class VectorQuantizer(nn.Module):
     def _restart_dead_codes(self, e: Tensor) -> None:
         """Reset codes whose usage EMA fell below dead_threshold to random rows of e: (N, C). SoundStream §3.2.
 
-        Uses the global RNG, so torch.manual_seed controls it. Under DDP every rank sees different encodings:
-        the codebook and buffers would then need a broadcast from rank 0 to stay identical.
+        Uses the global RNG, so torch.manual_seed controls it. Under DDP the new codes come from rank 0's batch.
         The codebook is written in place on every training forward (a masked write, so no GPU sync): with
         l2_norm, run backward before the next training forward, as any ordinary training loop does.
         """
@@ -183,6 +183,10 @@ class VectorQuantizer(nn.Module):
         # A candidate row for every code, kept only where the code is dead: no data-dependent shapes, no sync.
         picks = e[torch.randint(0, e.shape[0], (self.codebook_size,), device=e.device)]  # (K, C)
         self.codebook.copy_(torch.where(dead, picks, self.codebook))
+        if dist.is_available() and dist.is_initialized():
+            # DDP broadcasts buffers (so every rank agrees on which codes are dead) but not this in-place edit
+            # of a parameter: take rank 0's new codes everywhere, or the codebooks would drift apart.
+            dist.broadcast(self.codebook, src=0)
         self.code_usage.masked_fill_(dead.squeeze(1), 1.0)  # a fresh code gets a full share of grace time
         if self.ema:
             self.cluster_size.masked_fill_(dead.squeeze(1), 1.0)

@@ -302,8 +302,9 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, stages: tuple[str, ...], d
 
 
 @torch.no_grad()
-def evaluate_generator(stage: GeneratorStage, holdout, out_dir: Path, per_class: int = 32) -> dict:
+def evaluate_generator(stage: GeneratorStage, holdout, out_dir: Path) -> dict:
     """Final per-class sample grid; on Shapes also attribute accuracy and position/size spread vs the data."""
+    per_class = stage.cfg.eval_per_class
     stage.model.eval()
     images = stage.sample_grid(out_dir / "samples.png", per_class=per_class)
     print(f"wrote {out_dir / 'samples.png'} ({per_class} samples per class)")

@@ -19,20 +19,24 @@ from einops import rearrange
 from minimuse.config import GeneratorConfig
 
 # ---------------------------------------------------------------------------------------------------------
-# Attention: fused SDPA on accelerators, plain softmax(QK^T)V for short sequences on CPU
+# Attention: fused SDPA, except bf16 on CPU at short sequences
 # ---------------------------------------------------------------------------------------------------------
 
-# On CPU, PyTorch's SDPA kernels pay a fixed overhead that dominates at short sequences: on a 2-core x86 CPU
-# the plain matmul version was faster up to ~128 tokens (benchmarks/attention.py prints the comparison).
-CPU_MATH_ATTENTION_MAX_LEN = 128
+# Measured with benchmarks/attention.py on a 2-core AVX-512 CPU (docs/benchmarks.md): in fp32, SDPA beat a plain
+# softmax(QK^T)V at every length (1.3-3x); in bf16 the plain version was 3-7x faster up to 129 tokens and even at
+# 257, because CPU SDPA lacks a fast bf16 kernel for short sequences. On GPUs SDPA dispatches to flash /
+# memory-efficient kernels and always wins.
+CPU_BF16_MATH_ATTENTION_MAX_LEN = 256
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False) -> torch.Tensor:
-    """softmax(QK^T / sqrt(d)) V for q (B, H, Lq, d), k/v (B, H, Lk, d); the implementation is picked per device."""
-    if q.device.type != "cpu" or k.shape[-2] > CPU_MATH_ATTENTION_MAX_LEN:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal and q.shape[-2] > 1)
+    """softmax(QK^T / sqrt(d)) V for q (B, H, Lq, d), k/v (B, H, Lk, d); the implementation is picked per device
+    and dtype as measured above."""
+    causal = causal and q.shape[-2] > 1
+    if not (q.device.type == "cpu" and q.dtype == torch.bfloat16 and k.shape[-2] <= CPU_BF16_MATH_ATTENTION_MAX_LEN):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
     scores = q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5              # (B, H, Lq, Lk)
-    if causal and q.shape[-2] > 1:
+    if causal:
         scores = scores.masked_fill(torch.ones_like(scores, dtype=torch.bool).triu(1), float("-inf"))
     return scores.softmax(dim=-1) @ v
 

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--set", "tokenizer.channels=8", "--set", "tokenizer.codebook_size=32", "--set", "generator.dim=32",
          "--set", "generator.depth=1", "--set", "generator.heads=2", "--set", "data.train_size=64",
          "--set", "data.holdout_size=24", "--set", "train_tokenizer.batch_size=8",
-         "--set", "train_generator.batch_size=8", "--set", "train_tokenizer.sample_every=2"]
+         "--set", "train_generator.batch_size=8", "--set", "train_tokenizer.sample_every=2",
+         "--set", "eval_per_class=4"]
 
 
 def run(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -94,3 +95,17 @@ def test_generator_stage_reuses_the_tokenizer_and_resume_continues(run_dir):
     assert "resuming generator from step 3" in result.stdout
     assert torch.load(run_dir / "generator.pt", weights_only=True)["step"] == 5
     assert torch.load(run_dir / "tokenizer.pt", weights_only=True)["step"] == before
+
+
+def test_mar_trains_and_samples_end_to_end(tmp_path):
+    out = tmp_path / "mar"
+    run("train.py", "--preset", "tiny-mar", "--steps", "2", "--out", str(out), *SMALL,
+        "--set", "generator.diff_width=16", "--set", "generator.diff_sample_steps=5", "--set", "sampler.steps=4")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "codebook_usage" not in metrics["tokenizer"] and metrics["generator"]["samples_per_class"] == 4
+    state = torch.load(out / "tokenizer.pt", weights_only=True)
+    assert state["model"]["bottleneck.scale"] != 1.0                # measured on the data at the end
+    result = run("sample.py", "--ckpt", str(out), "--class", "green square", "--n", "3", "--filmstrip",
+                 "--out", str(tmp_path / "g.png"))
+    assert "wrote 3 samples" in result.stdout
+    assert Image.open(tmp_path / "g.png").size[0] > 32 and (tmp_path / "g_filmstrip.png").exists()

@@ -132,3 +132,12 @@ def test_dict_round_trip_keeps_overrides():
 def test_a_value_that_does_not_fit_the_field_is_an_error(item):
     with pytest.raises(ValueError, match="bad value"):
         apply_overrides(get_preset("tiny"), [item])
+
+
+def test_a_checkpoint_config_from_an_older_version_takes_todays_defaults():
+    d = to_dict(get_preset("tiny"))
+    del d["eval_per_class"]
+    del d["tokenizer"]["kl_weight"]
+    cfg = from_dict(d)
+    assert cfg.eval_per_class == RunConfig().eval_per_class and cfg.tokenizer.kl_weight == 1e-6
+    assert cfg.tokenizer.channel_mult == get_preset("tiny").tokenizer.channel_mult

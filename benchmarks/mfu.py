@@ -1,0 +1,93 @@
+"""Model FLOPs utilisation of a generator training step: achieved FLOP/s over this machine's matmul ceiling.
+
+The ceiling is the best fp32 (or bf16) GEMM throughput measured here on large square matrices; the achieved
+rate counts the FLOPs a training step must do (PaLM appendix B / nanoGPT's estimate_mfu: 6 per parameter per
+token for the matmuls, plus 12 * L * D per token per layer for attention) and divides by the measured step time.
+
+    python benchmarks/mfu.py --preset tiny [--dtype bf16] [--device cuda]
+"""
+import argparse
+import statistics
+import time
+
+import torch
+
+from minimuse.config import get_preset
+from minimuse.transformer import MaskedTransformer, masked_token_loss
+from minimuse.trainer import make_optimizer
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_ceiling(device: torch.device, dtype: torch.dtype, repeats: int = 10) -> float:
+    """Best FLOP/s of an n x n @ n x n GEMM over a few sizes (median of `repeats` each)."""
+    best = 0.0
+    for n in (512, 1024, 2048):
+        a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+        a @ b
+        times = []
+        for _ in range(repeats):
+            sync(device)
+            start = time.perf_counter()
+            a @ b
+            sync(device)
+            times.append(time.perf_counter() - start)
+        best = max(best, 2 * n ** 3 / statistics.median(times))
+    return best
+
+
+def step_flops(model: MaskedTransformer, batch: int) -> float:
+    """FLOPs of one forward + backward: 6 * matmul params * tokens + 12 * depth * L^2 * D * batch (attention)."""
+    matmul_params = sum(p.numel() for name, p in model.named_parameters() if p.dim() == 2 and "emb" not in name)
+    tokens = model.seq_len + 1                                            # image tokens + the class token
+    d, depth = model.cfg.dim, model.cfg.depth
+    return 6 * matmul_params * tokens * batch + 12 * depth * tokens ** 2 * d * batch
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--repeats", type=int, default=20)
+    args = p.parse_args()
+    device, dtype = torch.device(args.device), {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    cfg = get_preset(args.preset)
+    side = cfg.data.resolution // 2 ** (len(cfg.tokenizer.channel_mult) - 1)
+    model = MaskedTransformer(cfg.generator, cfg.tokenizer.codebook_size, side * side, 12).to(device)
+    opt = make_optimizer(model.parameters(), cfg.train_generator)
+    batch = cfg.train_generator.batch_size
+    ids = torch.randint(0, cfg.tokenizer.codebook_size, (batch, side, side), device=device)
+    labels = torch.randint(0, 12, (batch,), device=device)
+
+    def step() -> None:
+        inputs, targets, mask = model.mask_tokens(ids)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            loss = masked_token_loss(model(inputs, labels), targets, mask)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(5):
+        step()
+    times = []
+    for _ in range(args.repeats):
+        sync(device)
+        start = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    achieved, ceiling = step_flops(model, batch) / seconds, matmul_ceiling(device, dtype)
+    print(f"{args.preset} generator step on {device} ({args.dtype}, {torch.get_num_threads()} threads): batch {batch}, "
+          f"seq {side * side}+1, dim {cfg.generator.dim}, depth {cfg.generator.depth}")
+    print(f"  step {seconds * 1e3:.1f} ms (median of {args.repeats}), {step_flops(model, batch) / 1e9:.2f} GFLOP/step")
+    print(f"  achieved {achieved / 1e9:.1f} GFLOP/s; matmul ceiling {ceiling / 1e9:.1f} GFLOP/s; "
+          f"utilisation {achieved / ceiling:.0%}")
+
+
+if __name__ == "__main__":
+    main()
