@@ -144,7 +144,7 @@ def tiny_mar() -> RunConfig:
     cfg.tokenizer.bottleneck = "kl"
     cfg.generator = GeneratorConfig(kind="mar", dim=128, depth=3, decoder_depth=2, heads=4, diff_width=128)
     cfg.sampler = SamplerConfig(steps=16, temperature=1.0, cfg=1.0, cfg_schedule="linear")
-    cfg.train_generator.steps = 2400           # a MAR step costs more: 4 diffusion draws per masked token
+    cfg.train_generator.steps = 2000           # a MAR step costs more: 4 diffusion draws per masked token
     return cfg
 
 

@@ -133,6 +133,11 @@ class DenoiserMLP(nn.Module):
 # The head: denoiser + schedule, with MAR's training loss and respaced, tempered, guided sampling.
 
 
+# Tokens reach the head scaled to unit variance (the tokenizer's measured scale), so a predicted x0 beyond this
+# many standard deviations is an error, not data.
+X0_CLIP = 5.0
+
+
 class DiffusionHead(nn.Module):
     """Models p(x | z) per token with a DDPM (MAR §3.2): `depth` blocks of `width`, 1000 training steps,
     `num_sample_steps` respaced sampling steps; each token is repeated `batch_mul` times per training step (MAR's
@@ -169,7 +174,7 @@ class DiffusionHead(nn.Module):
     def sample(self, z: torch.Tensor, temperature: float = 1.0, cfg: float = 0.0,
                generator: torch.Generator | None = None, z_uncond: torch.Tensor | None = None) -> torch.Tensor:
         """Ancestral sampling over the respaced steps, z (N, D) -> x (N, C) (MAR §3.2 eq. 2): the mean is DDPM
-        eq. 11, the variance beta~_i = beta'_i (1 - alpha_bar_{i-1}) / (1 - alpha_bar_i) (DDPM §3.2), and the
+        eq. 7 with the x0 implied by eps, clipped to +-X0_CLIP; the variance beta~_i = beta'_i (1 - alpha_bar_{i-1}) / (1 - alpha_bar_i) (DDPM §3.2), and the
         noise std is multiplied by `temperature` (MAR's tau; 0 leaves only the randomness of x_T).
 
         Guidance: z_uncond (N, D) is the condition of the unconditional branch (MAR: the class-dropped one). Both
@@ -189,9 +194,14 @@ class DiffusionHead(nn.Module):
             if guided:
                 eps = cfg_mix(*eps.chunk(2), cfg)  # (N, C)
             beta, alpha_bar = self.sample_betas[i], self.sample_alpha_bar[i]
-            x = (x - beta / (1 - alpha_bar).sqrt() * eps) / (1 - beta).sqrt()  # DDPM eq. 11
+            alpha_bar_prev = self.sample_alpha_bar[i - 1] if i > 0 else torch.ones_like(alpha_bar)
+            # x0 implied by eps (DDPM eq. 15), clipped: an imperfect eps_theta at high noise implies absurd x0
+            # that the remaining steps cannot undo (guided-diffusion's clip_denoised, at X0_CLIP std here)
+            x0 = ((x - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()).clamp(-X0_CLIP, X0_CLIP)
+            # mean of the posterior q(x_{t-1} | x_t, x0), DDPM eq. 7 (equal to eq. 11 when nothing is clipped)
+            x = (alpha_bar_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - alpha_bar_prev) * x) / (1 - alpha_bar)
             if i > 0:
-                variance = beta * (1 - self.sample_alpha_bar[i - 1]) / (1 - alpha_bar)
+                variance = beta * (1 - alpha_bar_prev) / (1 - alpha_bar)
                 noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
                 x = x + temperature * variance.sqrt() * noise
         return x

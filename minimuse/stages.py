@@ -27,13 +27,15 @@ from minimuse.metrics import attribute_accuracy, compare_spread, format_report, 
 from minimuse.quantizer import codebook_stats
 from minimuse.sampler import generate
 from minimuse.trainer import fit, infinite_batches, seed_everything, setup_distributed
-from minimuse.viz import save_grid
 from minimuse.transformer import MaskedTransformer, drop_labels, masked_token_loss
+from minimuse.viz import save_grid
 from minimuse.vqgan import VQGAN, PatchGAN, adaptive_weight, hinge_d_loss, reconstruction_loss
 
 
-def ddp(module: nn.Module, on: bool) -> nn.Module:
-    return DDP(module) if on else module
+def wrap(module: nn.Module, ddp: bool, compile: bool) -> nn.Module:
+    """The callable a stage trains through: DDP for multi-process runs, then torch.compile when asked."""
+    net = DDP(module) if ddp else module
+    return torch.compile(net) if compile else net
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -59,8 +61,8 @@ class TokenizerStage:
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"g": list(self.model.parameters()), "d": list(self.disc.parameters())}
 
-    def wrap_ddp(self, on: bool) -> None:
-        self.net, self.disc_net = ddp(self.model, on), ddp(self.disc, on)
+    def wrap(self, ddp: bool, compile: bool) -> None:
+        self.net, self.disc_net = wrap(self.model, ddp, compile), wrap(self.disc, ddp, compile)
 
     def losses(self, batch, step: int):
         images = batch[0]                                                 # (B, 3, H, W)
@@ -206,8 +208,8 @@ class GeneratorStage:
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"g": list(self.model.parameters())}
 
-    def wrap_ddp(self, on: bool) -> None:
-        self.net = ddp(self.model, on)
+    def wrap(self, ddp: bool, compile: bool) -> None:
+        self.net = wrap(self.model, ddp, compile)
 
     def losses(self, batch, step: int):
         tokens, labels = batch                                            # (B, h, w) ids or (B, h, w, C), (B,)

@@ -154,7 +154,7 @@ def fit(stage, batches: Iterator, tcfg: TrainConfig, out_dir: Path, run_config, 
         start = state["step"]
         if is_main:
             print(f"resuming {stage.kind} from step {start}")
-    stage.wrap_ddp(world > 1)
+    stage.wrap(ddp=world > 1, compile=tcfg.compile)
     dtype = autocast_dtype(stage.device, tcfg.precision)
     log = CSVLog(out_dir / f"{stage.kind}_log.csv", resume=resume and start > 0) if is_main else None
 

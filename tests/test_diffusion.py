@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from minimuse.diffusion import (NULL_LABEL, TOY_CENTRES, TOY_STD, DiffusionHead, ResBlock, alpha_bars,
+from minimuse.diffusion import (NULL_LABEL, TOY_CENTRES, TOY_STD, X0_CLIP, DiffusionHead, ResBlock, alpha_bars,
                                 cosine_alpha_bar, cosine_betas, q_sample, respace, train_toy)
 
 
@@ -183,3 +183,14 @@ def test_cfg_zero_with_unconditional_branch_equals_conditional_sample(toy):
     assert guided.shape == conditional.shape and not torch.allclose(guided, conditional)
     with pytest.raises(ValueError, match="z_uncond"):
         head.sample(z, cfg=1.0)
+
+
+def test_a_wild_eps_cannot_blow_samples_up():
+    """x0 implied by eps is clipped at every step, so even a badly wrong denoiser gives bounded tokens (without
+    the clip, the first respaced step alone multiplies eps errors by ~30)."""
+    torch.manual_seed(0)
+    head = DiffusionHead(token_dim=4, cond_dim=3, width=16, depth=1, num_sample_steps=100, batch_mul=1)
+    torch.nn.init.normal_(head.net.out.weight, std=10.0)             # eps_theta far from any real noise
+    torch.nn.init.normal_(head.net.final_ada[1].weight, std=1.0)
+    x = head.sample(torch.randn(64, 3), generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(x).all() and x.abs().max() <= X0_CLIP + 1e-5
