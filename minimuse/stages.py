@@ -149,26 +149,24 @@ def cache_tokens(tokenizer: VQGAN, dataset, path: Path, device: torch.device, ba
 
     Ids are stored as int16, continuous latents as float16 (half the disk, far below their noise level).
     """
-    key = {"tokenizer": fingerprint(tokenizer), "images": len(dataset)}
     rank, world = setup_distributed()
-    if rank != 0:                                      # under DDP, rank 0 encodes and the others read its file
+    if rank != 0:                       # under DDP, rank 0 encodes and the other ranks read its file
         dist.barrier()
-    if path.exists():
         cached = torch.load(path, weights_only=True)
-        if cached["key"] == key:
-            if rank == 0 and world > 1:
-                dist.barrier()
-            return torch.utils.data.TensorDataset(widen(cached["tokens"]), cached["labels"])
-    tokens, labels = [], []
-    for images, y in tqdm(torch.utils.data.DataLoader(dataset, batch_size=batch_size), desc="encode tokens"):
-        t = tokenizer.encode(images.to(device)).cpu()
-        tokens.append(t.to(torch.int16) if tokenizer.discrete else t.half())
-        labels.append(torch.as_tensor(y))
-    tokens, labels = torch.cat(tokens), torch.cat(labels)
-    torch.save({"key": key, "tokens": tokens, "labels": labels}, path)
+        return torch.utils.data.TensorDataset(widen(cached["tokens"]), cached["labels"])
+    key = {"tokenizer": fingerprint(tokenizer), "images": len(dataset)}
+    cached = torch.load(path, weights_only=True) if path.exists() else None
+    if cached is None or cached["key"] != key:
+        tokens, labels = [], []
+        for images, y in tqdm(torch.utils.data.DataLoader(dataset, batch_size=batch_size), desc="encode tokens"):
+            t = tokenizer.encode(images.to(device)).cpu()
+            tokens.append(t.to(torch.int16) if tokenizer.discrete else t.half())
+            labels.append(torch.as_tensor(y))
+        cached = {"key": key, "tokens": torch.cat(tokens), "labels": torch.cat(labels)}
+        torch.save(cached, path)
     if world > 1:
         dist.barrier()
-    return torch.utils.data.TensorDataset(widen(tokens), labels)
+    return torch.utils.data.TensorDataset(widen(cached["tokens"]), cached["labels"])
 
 
 def widen(tokens: torch.Tensor) -> torch.Tensor:
