@@ -189,7 +189,10 @@ def fit(stage, batches: Iterator, tcfg: TrainConfig, out_dir: Path, run_config, 
         if ema is not None:
             with torch.no_grad():
                 for k, v in stage.model.state_dict().items():
-                    ema[k].lerp_(v, 1 - tcfg.ema_decay) if v.dtype.is_floating_point else ema[k].copy_(v)
+                    if v.dtype.is_floating_point:
+                        ema[k].lerp_(v, 1 - tcfg.ema_decay)
+                    else:                                         # integer buffers (counts) are copied
+                        ema[k].copy_(v)
         if is_main:
             bar.set_postfix({k: f"{v:.3g}" for k, v in totals.items() if not k.startswith("gnorm")})
             if step % tcfg.log_every == 0 or step == tcfg.steps - 1:
