@@ -28,6 +28,7 @@ class TokenizerConfig:
     num_res_blocks: int = 1              # residual blocks per level
     attention: bool = False              # self-attention at the lowest resolution
     latent_dim: int = 64                 # channels between encoder/decoder and the bottleneck
+    encoder_padding: str = "zeros"       # zeros | replicate (a flat region -> one code at every position)
     bottleneck: str = "vq"               # vq (discrete ids) | kl | plain (continuous latents, for MAR)
     # vector quantiser (VQ-VAE, ViT-VQGAN)
     codebook_size: int = 512

@@ -30,13 +30,17 @@ def norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups=min(32, channels // 4), num_channels=channels, eps=1e-6)
 
 
+def conv3x3(c_in: int, c_out: int, stride: int = 1, padding_mode: str = "zeros") -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, padding_mode=padding_mode)
+
+
 class ResBlock(nn.Module):
     """GroupNorm -> SiLU -> conv, twice, plus a (1x1-projected) skip: the residual block of Taming/LDM."""
 
-    def __init__(self, c_in: int, c_out: int):
+    def __init__(self, c_in: int, c_out: int, padding_mode: str = "zeros"):
         super().__init__()
-        self.body = nn.Sequential(norm(c_in), nn.SiLU(), nn.Conv2d(c_in, c_out, 3, padding=1),
-                                  norm(c_out), nn.SiLU(), nn.Conv2d(c_out, c_out, 3, padding=1))
+        self.body = nn.Sequential(norm(c_in), nn.SiLU(), conv3x3(c_in, c_out, padding_mode=padding_mode),
+                                  norm(c_out), nn.SiLU(), conv3x3(c_out, c_out, padding_mode=padding_mode))
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,21 +71,28 @@ def downsampling_factor(cfg: TokenizerConfig) -> int:
 
 
 class Encoder(nn.Module):
-    """(B, 3, H, W) -> (B, latent_dim, H/f, W/f): conv in, residual levels with stride-2 downsampling, middle."""
+    """(B, 3, H, W) -> (B, latent_dim, H/f, W/f): conv in, residual levels with stride-2 downsampling, middle.
+
+    `cfg.encoder_padding` picks how every conv pads. Zero padding (Taming's) tells each layer where the image
+    edge is, and the quantiser then spends codes on *where* a patch is as well as *what* it is: a trained tiny
+    tokenizer encoded a flat-colour image to ~20 different codes over its 8x8 grid. With "replicate" a flat
+    region maps to one code wherever it lies (measured effect on the generator: docs/benchmarks.md).
+    """
 
     def __init__(self, cfg: TokenizerConfig):
         super().__init__()
+        pad = cfg.encoder_padding
         widths = [cfg.channels * m for m in cfg.channel_mult]
-        layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, padding=1)]
+        layers: list[nn.Module] = [conv3x3(3, widths[0], padding_mode=pad)]
         c = widths[0]
         for level, width in enumerate(widths):
             for _ in range(cfg.num_res_blocks):
-                layers.append(ResBlock(c, width))
+                layers.append(ResBlock(c, width, pad))
                 c = width
             if level < len(widths) - 1:
-                layers.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
-        layers += [ResBlock(c, c), *([AttnBlock(c)] if cfg.attention else []), ResBlock(c, c),
-                   norm(c), nn.SiLU(), nn.Conv2d(c, cfg.latent_dim, 3, padding=1)]
+                layers.append(conv3x3(c, c, stride=2, padding_mode=pad))
+        layers += [ResBlock(c, c, pad), *([AttnBlock(c)] if cfg.attention else []), ResBlock(c, c, pad),
+                   norm(c), nn.SiLU(), conv3x3(c, cfg.latent_dim, padding_mode=pad)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,18 +106,18 @@ class Decoder(nn.Module):
         super().__init__()
         widths = [cfg.channels * m for m in reversed(cfg.channel_mult)]
         c = widths[0]
-        layers: list[nn.Module] = [nn.Conv2d(cfg.latent_dim, c, 3, padding=1),
+        layers: list[nn.Module] = [conv3x3(cfg.latent_dim, c),
                                    ResBlock(c, c), *([AttnBlock(c)] if cfg.attention else []), ResBlock(c, c)]
         for level, width in enumerate(widths):
             for _ in range(cfg.num_res_blocks):
                 layers.append(ResBlock(c, width))
                 c = width
             if level < len(widths) - 1:     # upsample straight to the next level's width: half the full-res cost
-                layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, widths[level + 1], 3, padding=1)]
+                layers += [nn.Upsample(scale_factor=2, mode="nearest"), conv3x3(c, widths[level + 1])]
                 c = widths[level + 1]
         layers += [norm(c), nn.SiLU()]
         self.net = nn.Sequential(*layers)
-        self.conv_out = nn.Conv2d(c, 3, 3, padding=1)   # "the last layer" of the adaptive GAN weight
+        self.conv_out = conv3x3(c, 3)   # "the last layer" of the adaptive GAN weight
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.conv_out(self.net(z))
