@@ -19,6 +19,7 @@ from minimuse.data import COLOURS, Shapes
 from minimuse.metrics import attribute_accuracy
 from minimuse.sampler import generate
 from minimuse.stages import load_generator
+from minimuse.transformer import random_mask
 
 SETTINGS = [{}, {"steps": 64}, {"temperature": 0.5}, {"choice_temperature": 0.0}, {"cfg": 0.0},
             {"cfg": 5.0, "cfg_schedule": "constant"}]
@@ -59,8 +60,9 @@ def main() -> None:
     print(f"held-out images:  {summary(attribute_accuracy(images, labels, names))}")
     print(f"reconstructions:  {summary(attribute_accuracy(tokenizer.decode(grid), labels, names))}")
 
-    print(f"\n## samples ({args.n // 12} per class) under sampler settings (preset: {cfg.sampler})")
-    sample_labels = torch.arange(12).repeat_interleave(args.n // 12)
+    per_class = args.n // len(names)
+    print(f"\n## samples ({per_class} per class) under sampler settings (preset: {cfg.sampler})")
+    sample_labels = torch.arange(len(names)).repeat_interleave(per_class)
     for change in SETTINGS:
         settings = dataclasses.replace(cfg.sampler, **change)
         result = attribute_accuracy(generate(model, tokenizer, sample_labels, settings, seed=0), sample_labels, names)
@@ -70,8 +72,7 @@ def main() -> None:
     other_shape = (labels + len(COLOURS)) % len(names)                   # same colour, the next shape
     null = torch.full_like(labels, model.null_class)
     for rate in (1.0, 0.9, 0.6, 0.3):
-        g = torch.Generator().manual_seed(0)
-        masked = torch.rand(ids.shape, generator=g).argsort(1).argsort(1) < max(1, round(rate * ids.shape[1]))
+        masked = random_mask(torch.full((len(ids),), rate), ids.shape[1], torch.Generator().manual_seed(0))
         inputs = torch.where(masked, torch.full_like(ids, model.mask_id), ids)
         nll = [-torch.log_softmax(model(inputs, y).float(), -1).gather(-1, ids[..., None])[..., 0][masked].mean()
                for y in (labels, other_shape, null)]
