@@ -1,12 +1,16 @@
 """Where does a Shapes generator fall short? Probes a trained MaskGIT run folder and prints:
 
-0. how position-free the tokens are: distinct codes per held-out grid, the share of its most common code
-   (most of a Shapes image is flat background), and distinct codes per flat-colour image;
+0. what the tokens encode: distinct codes per held-out grid, the share of its most common code (most of a
+   Shapes image is flat background), distinct codes per flat-colour image, and how many tokens survive
+   recolouring one shape (same geometry, other colour jitter and background);
 1. the checker's accuracy on held-out images and on their tokenizer reconstructions (the ceiling the
    generator can reach through this tokenizer);
 2. attribute accuracy of samples under several sampler settings (if none helps, the sampler is not the limit);
 3. how much the class label moves the model: the masked-token NLL on held-out token grids with the true
-   label, with the same colour but another shape, and with the null class, at a few mask rates.
+   label, with the same colour but another shape, and with the null class, at a few mask rates;
+4. where the tokens are hard: accuracy and NLL on background, edge and interior tokens, and on one edge
+   token with every other token visible;
+5. inpainting: keep a random share of a held-out grid's tokens, sample the rest with the true class.
 
     python benchmarks/generator_probe.py --ckpt runs/bench-tiny
 """
@@ -14,8 +18,9 @@ import argparse
 import dataclasses
 
 import torch
+import torch.nn.functional as F
 
-from minimuse.data import COLOURS, Shapes
+from minimuse.data import BACKGROUND_MAX, COLOUR_JITTER, COLOURS, Shapes, render_shape
 from minimuse.metrics import attribute_accuracy
 from minimuse.sampler import generate
 from minimuse.stages import load_generator
@@ -28,6 +33,29 @@ SETTINGS = [{}, {"steps": 64}, {"temperature": 0.5}, {"choice_temperature": 0.0}
 def distinct(ids: torch.Tensor) -> float:
     """Mean number of different codes per row of ids (N, L)."""
     return sum(len(row.unique()) for row in ids) / len(ids)
+
+
+def shape_cover(dataset: Shapes, n: int, f: int) -> torch.Tensor:
+    """Share of each f x f token patch covered by the shape, for the first n images: (n, L) in [0, 1]."""
+    masks = []
+    for i in range(n):
+        a = dataset.attributes(i)
+        shape_pixels = torch.from_numpy((render_shape(a) == a.rgb).all(-1)).float()      # (R, R)
+        masks.append(F.avg_pool2d(shape_pixels[None, None], f)[0, 0])
+    return torch.stack(masks).flatten(1)
+
+
+def recoloured(dataset: Shapes, i: int, copies: int, rng: torch.Generator) -> torch.Tensor:
+    """Image i redrawn `copies` times with fresh colour jitter and background: (copies, 3, R, R)."""
+    a = dataset.attributes(i)
+    base = torch.tensor(list(COLOURS.values())[a.colour])
+    images = []
+    for _ in range(copies):
+        rgb = base + torch.randint(-COLOUR_JITTER, COLOUR_JITTER + 1, (3,), generator=rng)
+        background = torch.randint(0, BACKGROUND_MAX + 1, (3,), generator=rng)
+        redrawn = dataclasses.replace(a, rgb=tuple(rgb.tolist()), background=tuple(background.tolist()))
+        images.append(torch.from_numpy(render_shape(redrawn)).permute(2, 0, 1).float() / 127.5 - 1)
+    return torch.stack(images)
 
 
 def summary(result: dict) -> str:
@@ -55,6 +83,13 @@ def main() -> None:
     print(f"held-out grids: {distinct(ids):.1f} distinct codes of {ids.shape[1]}, "
           f"most common code on {(ids == ids.mode(dim=1).values[:, None]).float().mean():.0%} of the grid")
     print(f"flat-colour images: {distinct(tokenizer.encode(flat).flatten(1)):.1f} distinct codes per image")
+    rng = torch.Generator().manual_seed(0)
+    kept = []
+    for i in range(32):
+        redrawn = tokenizer.encode(recoloured(holdout, i, 16, rng)).flatten(1)          # (16, L)
+        kept.append((redrawn == redrawn.mode(dim=0).values).float().mean())
+    print(f"one geometry, 16 colourings: {torch.stack(kept).mean():.0%} of tokens equal their position's "
+          "most common code")
 
     print("\n## checker ceiling")
     print(f"held-out images:  {summary(attribute_accuracy(images, labels, names))}")
@@ -77,6 +112,31 @@ def main() -> None:
         nll = [-torch.log_softmax(model(inputs, y).float(), -1).gather(-1, ids[..., None])[..., 0][masked].mean()
                for y in (labels, other_shape, null)]
         print(f"mask rate {rate:.1f}: true label {nll[0]:.3f}   other shape {nll[1]:.3f}   null class {nll[2]:.3f}")
+
+    print("\n## where the tokens are hard (mask rate 0.3; a token is edge when the shape covers part of it)")
+    cover = shape_cover(holdout, args.n, tokenizer.f)                                  # (N, L)
+    kinds = {"background": cover == 0, "edge": (cover > 0) & (cover < 1), "interior": cover == 1}
+    masked = random_mask(torch.full((len(ids),), 0.3), ids.shape[1], torch.Generator().manual_seed(0))
+    logits = model(torch.where(masked, torch.full_like(ids, model.mask_id), ids), labels).float()
+    nll = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none")             # (N, L)
+    right = logits.argmax(-1) == ids
+    for name, where in kinds.items():
+        print(f"{name:<11} {where.float().mean():4.0%} of tokens: accuracy {right[where & masked].float().mean():.3f}, "
+              f"NLL {nll[where & masked].mean():.2f}")
+    edge_codes = torch.bincount(ids[kinds["edge"]], minlength=model.codebook_size).float()
+    p = edge_codes[edge_codes > 0] / edge_codes.sum()
+    rows = torch.arange(len(ids))
+    one = torch.multinomial(kinds["edge"].float() + 1e-9, 1, generator=torch.Generator().manual_seed(0))[:, 0]
+    logits = model(ids.index_put((rows, one), torch.tensor(model.mask_id)), labels)[rows, one].float()
+    print(f"one edge token masked, all others visible: accuracy {(logits.argmax(-1) == ids[rows, one]).float().mean():.3f}, "
+          f"NLL {F.cross_entropy(logits, ids[rows, one]):.2f} (edge codes: {len(p)} in use, entropy {-(p * p.log()).sum():.2f})")
+
+    print("\n## inpainting: keep a share of each held-out grid, sample the rest with the true class")
+    for keep in (0.9, 0.75, 0.5, 0.25):
+        masked = random_mask(torch.full((len(ids),), 1 - keep), ids.shape[1], torch.Generator().manual_seed(0))
+        init = torch.where(masked.view_as(grid), torch.full_like(grid, model.mask_id), grid)
+        images = generate(model, tokenizer, labels, cfg.sampler, seed=0, init_ids=init)
+        print(f"keep {keep:.0%}: {summary(attribute_accuracy(images, labels, names))}")
 
 
 if __name__ == "__main__":

@@ -158,20 +158,24 @@ def maskgit_sample(model, labels: torch.Tensor, steps: int = 8, *, schedule: str
 
 
 @torch.no_grad()
-def generate(model, tokenizer, labels: torch.Tensor, cfg, seed: int = 0, history: list | None = None) -> torch.Tensor:
+def generate(model, tokenizer, labels: torch.Tensor, cfg, seed: int = 0, history: list | None = None,
+             init_ids: torch.Tensor | None = None) -> torch.Tensor:
     """Class labels (B,) -> images (B, 3, H, W) in [-1, 1]: sample tokens with the settings of a `SamplerConfig`
     (MaskGIT decoding for a MaskedTransformer, MAR's diffusion-head decoding for a MAR model), then decode them
-    with the tokenizer. The same seed gives the same images."""
+    with the tokenizer. The same seed gives the same images. init_ids (B, h, w), MaskGIT only: tokens to keep,
+    [MASK] where to generate (inpainting)."""
     generator = torch.Generator(labels.device).manual_seed(seed)
     was_training = model.training
     model.eval()
     if model.cfg.kind == "mar":
+        if init_ids is not None:
+            raise ValueError("inpainting from init_ids needs a MaskGIT generator, not MAR")
         tokens = model.sample(labels, cfg.steps, schedule=cfg.schedule, cfg=cfg.cfg, cfg_schedule=cfg.cfg_schedule,
                               temperature=cfg.temperature, generator=generator, history=history)
     else:
         tokens = maskgit_sample(model, labels, cfg.steps, schedule=cfg.schedule, temperature=cfg.temperature,
                                 choice_temperature=cfg.choice_temperature, cfg=cfg.cfg,
-                                cfg_schedule=cfg.cfg_schedule, top_k=cfg.top_k, generator=generator,
-                                history=history)
+                                cfg_schedule=cfg.cfg_schedule, top_k=cfg.top_k, init_ids=init_ids,
+                                generator=generator, history=history)
     model.train(was_training)
     return tokenizer.decode(tokens)

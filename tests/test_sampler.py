@@ -4,8 +4,11 @@ import pytest
 import torch
 
 import minimuse.sampler as sampler
-from minimuse.sampler import (cfg_mix, choice_temperature_at, guidance_at, mask_schedule, maskgit_sample,
+from minimuse.config import GeneratorConfig, SamplerConfig
+from minimuse.mar import MAR
+from minimuse.sampler import (cfg_mix, choice_temperature_at, generate, guidance_at, mask_schedule, maskgit_sample,
                               num_masked_after, top_k_filter)
+from minimuse.transformer import MaskedTransformer
 
 
 class FakeModel:
@@ -120,3 +123,26 @@ def test_top_k_filter():
     logits = torch.tensor([[1.0, 5.0, 3.0, 4.0]])
     assert torch.isinf(top_k_filter(logits, 2)).tolist() == [[True, False, True, False]]
     assert torch.equal(top_k_filter(logits, 0), logits)
+
+
+class IdentityTokenizer:
+    """Decodes token ids to themselves, so a test can read back what `generate` sampled."""
+
+    def decode(self, tokens):
+        return tokens
+
+
+def test_generate_inpaints_from_init_ids_and_keeps_them():
+    model = MaskedTransformer(GeneratorConfig(dim=32, depth=1, heads=2), 8, 16, 2)
+    init = torch.full((2, 4, 4), model.mask_id)
+    init[:, :, 0] = 5                                             # the left column is given
+    out = generate(model, IdentityTokenizer(), torch.tensor([0, 1]), SamplerConfig(steps=4), init_ids=init)
+    assert (out[:, :, 0] == 5).all() and (out < model.mask_id).all()
+
+
+def test_generate_refuses_init_ids_for_mar():
+    model = MAR(GeneratorConfig(kind="mar", dim=32, depth=1, heads=2, decoder_depth=1, diff_width=32, diff_depth=1),
+                4, 16, 2)
+    with pytest.raises(ValueError, match="MaskGIT"):
+        generate(model, IdentityTokenizer(), torch.tensor([0]), SamplerConfig(steps=2),
+                 init_ids=torch.zeros(1, 4, 4, dtype=torch.long))
