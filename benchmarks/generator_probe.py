@@ -126,6 +126,7 @@ def main() -> None:
     edge_codes = torch.bincount(ids[kinds["edge"]], minlength=model.codebook_size).float()
     p = edge_codes[edge_codes > 0] / edge_codes.sum()
     rows = torch.arange(len(ids))
+    # one random edge position per image (the rare image whose shape sits exactly on token borders: any position)
     one = torch.multinomial(kinds["edge"].float() + 1e-9, 1, generator=torch.Generator().manual_seed(0))[:, 0]
     logits = model(ids.index_put((rows, one), torch.tensor(model.mask_id)), labels)[rows, one].float()
     print(f"one edge token masked, all others visible: accuracy {(logits.argmax(-1) == ids[rows, one]).float().mean():.3f}, "
@@ -135,8 +136,8 @@ def main() -> None:
     for keep in (0.9, 0.75, 0.5, 0.25):
         masked = random_mask(torch.full((len(ids),), 1 - keep), ids.shape[1], torch.Generator().manual_seed(0))
         init = torch.where(masked.view_as(grid), torch.full_like(grid, model.mask_id), grid)
-        images = generate(model, tokenizer, labels, cfg.sampler, seed=0, init_ids=init)
-        print(f"keep {keep:.0%}: {summary(attribute_accuracy(images, labels, names))}")
+        inpainted = generate(model, tokenizer, labels, cfg.sampler, seed=0, init_ids=init)
+        print(f"keep {keep:.0%}: {summary(attribute_accuracy(inpainted, labels, names))}")
 
 
 if __name__ == "__main__":
