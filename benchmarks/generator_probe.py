@@ -20,7 +20,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from minimuse.data import BACKGROUND_MAX, COLOUR_JITTER, COLOURS, Shapes, render_shape
+from minimuse.data import BACKGROUND_MAX, COLOUR_JITTER, COLOURS, Shapes, render_shape, shape_mask, to_unit_range
 from minimuse.metrics import attribute_accuracy
 from minimuse.sampler import generate
 from minimuse.stages import load_generator
@@ -39,8 +39,7 @@ def shape_cover(dataset: Shapes, n: int, f: int) -> torch.Tensor:
     """Share of each f x f token patch covered by the shape, for the first n images: (n, L) in [0, 1]."""
     masks = []
     for i in range(n):
-        a = dataset.attributes(i)
-        shape_pixels = torch.from_numpy((render_shape(a) == a.rgb).all(-1)).float()      # (R, R)
+        shape_pixels = torch.from_numpy(shape_mask(dataset.attributes(i))).float()      # (R, R)
         masks.append(F.avg_pool2d(shape_pixels[None, None], f)[0, 0])
     return torch.stack(masks).flatten(1)
 
@@ -54,7 +53,7 @@ def recoloured(dataset: Shapes, i: int, copies: int, rng: torch.Generator) -> to
         rgb = base + torch.randint(-COLOUR_JITTER, COLOUR_JITTER + 1, (3,), generator=rng)
         background = torch.randint(0, BACKGROUND_MAX + 1, (3,), generator=rng)
         redrawn = dataclasses.replace(a, rgb=tuple(rgb.tolist()), background=tuple(background.tolist()))
-        images.append(torch.from_numpy(render_shape(redrawn)).permute(2, 0, 1).float() / 127.5 - 1)
+        images.append(to_unit_range(render_shape(redrawn)))
     return torch.stack(images)
 
 

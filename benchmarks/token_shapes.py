@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from minimuse.config import apply_overrides, get_preset
-from minimuse.data import COLOURS, SHAPES_CLASS_NAMES, Shapes, render_shape
+from minimuse.data import COLOURS, SHAPES_CLASS_NAMES, Shapes, shape_mask
 from minimuse.metrics import attribute_accuracy
-from minimuse.sampler import maskgit_sample
+from minimuse.sampler import generate
 from minimuse.trainer import lr_at, make_optimizer, seed_everything
-from minimuse.transformer import MaskedTransformer, drop_labels, masked_token_loss, random_mask
+from minimuse.transformer import MaskedTransformer, masked_generator_loss, random_mask
 
 BACKGROUND_RGB = (30, 30, 30)
 
@@ -36,8 +36,7 @@ def token_shapes(resolution: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     grids, labels = [], []
     for i in range(n):
         a = dataset.attributes(i)
-        inside = (render_shape(a) == a.rgb).all(-1)                       # (R, R) bool
-        grids.append(torch.from_numpy(np.where(inside, 1 + a.colour, 0)))
+        grids.append(torch.from_numpy(np.where(shape_mask(a), 1 + a.colour, 0)))   # (R, R)
         labels.append(a.label)
     return torch.stack(grids).long(), torch.tensor(labels)
 
@@ -45,9 +44,12 @@ def token_shapes(resolution: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
 PALETTE = torch.tensor([BACKGROUND_RGB, *COLOURS.values()]) / 127.5 - 1  # (5, 3): token id -> colour
 
 
-def to_images(grids: torch.Tensor) -> torch.Tensor:
-    """Token grids (B, R, R) -> images (B, 3, 3R, 3R) in [-1, 1] for the checker."""
-    return PALETTE[grids].permute(0, 3, 1, 2).repeat_interleave(3, dim=2).repeat_interleave(3, dim=3)
+class TokenImages:
+    """Stands in for the tokenizer: decodes token grids (B, R, R) to images (B, 3, 3R, 3R) in [-1, 1]."""
+
+    @staticmethod
+    def decode(grids: torch.Tensor) -> torch.Tensor:
+        return PALETTE[grids].permute(0, 3, 1, 2).repeat_interleave(3, dim=2).repeat_interleave(3, dim=3)
 
 
 @torch.no_grad()
@@ -71,7 +73,7 @@ def main() -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
     cfg = apply_overrides(get_preset(args.preset), args.overrides)
-    tcfg, s = cfg.train_generator, cfg.sampler
+    tcfg = cfg.train_generator
     tcfg.steps = args.steps
     seed_everything(cfg.seed)
 
@@ -80,7 +82,7 @@ def main() -> None:
     optimizer = make_optimizer(model.parameters(), tcfg)
     generator = torch.Generator().manual_seed(cfg.seed)
     eval_labels = torch.arange(len(SHAPES_CLASS_NAMES)).repeat_interleave(args.per_class)
-    real = attribute_accuracy(to_images(grids[:len(eval_labels)]), labels[:len(eval_labels)], SHAPES_CLASS_NAMES)
+    real = attribute_accuracy(TokenImages.decode(grids[:len(eval_labels)]), labels[:len(eval_labels)], SHAPES_CLASS_NAMES)
     eps = cfg.generator.label_smoothing
     print(f"token Shapes {args.resolution}x{args.resolution}; the checker reads the training grids "
           f"{real['accuracy']:.1%} right; label smoothing {eps} caps p(background) at {1 - eps + eps / len(PALETTE):.3f}")
@@ -91,9 +93,7 @@ def main() -> None:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, tcfg)
         batch = torch.randint(0, len(grids), (tcfg.batch_size,), generator=generator)
-        inputs, targets, mask = model.mask_tokens(grids[batch], generator)
-        logits = model(inputs, drop_labels(labels[batch], cfg.generator.cond_drop, model.null_class, generator))
-        loss = masked_token_loss(logits, targets, mask, eps)
+        loss, _ = masked_generator_loss(model, grids[batch], labels[batch], cfg.generator.cond_drop, eps)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
@@ -101,11 +101,8 @@ def main() -> None:
         if (step + 1) % args.eval_every == 0 or step == tcfg.steps - 1:
             model.eval()
             with torch.no_grad():
-                samples = maskgit_sample(model, eval_labels, s.steps, schedule=s.schedule, temperature=s.temperature,
-                                         choice_temperature=s.choice_temperature, cfg=s.cfg,
-                                         cfg_schedule=s.cfg_schedule, top_k=s.top_k,
-                                         generator=torch.Generator().manual_seed(1))
-                acc = attribute_accuracy(to_images(samples), eval_labels, SHAPES_CLASS_NAMES)
+                samples = generate(model, TokenImages(), eval_labels, cfg.sampler, seed=1)
+                acc = attribute_accuracy(samples, eval_labels, SHAPES_CLASS_NAMES)
                 p_bg = far_background_probability(model, grids[:500], labels[:500])
             model.train()
             print(f"| {step + 1} | {loss.item():.3f} | {acc['accuracy']:.1%} | {acc['shape_accuracy']:.1%} | "

@@ -38,7 +38,7 @@ def _check_split(split: str) -> None:
         raise ValueError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")
 
 
-def _to_unit_range(pixels: np.ndarray) -> torch.Tensor:
+def to_unit_range(pixels: np.ndarray) -> torch.Tensor:
     """uint8 pixels (H, W, 3) or (H, W) -> float32 tensor (3, H, W) in [-1, 1]."""
     x = pixels.astype(np.float32) / np.float32(127.5) - np.float32(1.0)  # numpy: cheaper than torch ops here
     x = np.broadcast_to(x, (3, *x.shape)) if x.ndim == 2 else x.transpose(2, 0, 1)
@@ -105,21 +105,24 @@ class ShapeAttributes:
         return f"a {size} {list(COLOURS)[self.colour]} {SHAPES[self.shape]} at the {where}"
 
 
-def render_shape(a: ShapeAttributes) -> np.ndarray:
-    """Draw one Shapes image -> uint8 (R, R, 3). A pixel belongs to the shape when its centre does: exact, no
+def shape_mask(a: ShapeAttributes) -> np.ndarray:
+    """Which pixels the shape covers -> bool (R, R). A pixel belongs to the shape when its centre does: exact, no
     antialiasing. The triangle is upright: apex at the top centre of the bounding box, base along its bottom."""
     centres = np.arange(a.resolution) + 0.5
     x, y = centres[None, :], centres[:, None]  # (1, R) and (R, 1): broadcast to (R, R)
     half = a.side / 2
     if SHAPES[a.shape] == "circle":
-        inside = (x - a.cx) ** 2 + (y - a.cy) ** 2 <= half**2
-    elif SHAPES[a.shape] == "square":
-        inside = (np.abs(x - a.cx) <= half) & (np.abs(y - a.cy) <= half)
-    else:
-        depth = y - (a.cy - half)  # distance below the apex; the half-width grows as depth / 2
-        inside = (depth >= 0) & (depth <= a.side) & (np.abs(x - a.cx) <= depth / 2)
+        return (x - a.cx) ** 2 + (y - a.cy) ** 2 <= half**2
+    if SHAPES[a.shape] == "square":
+        return (np.abs(x - a.cx) <= half) & (np.abs(y - a.cy) <= half)
+    depth = y - (a.cy - half)  # distance below the apex; the half-width grows as depth / 2
+    return (depth >= 0) & (depth <= a.side) & (np.abs(x - a.cx) <= depth / 2)
+
+
+def render_shape(a: ShapeAttributes) -> np.ndarray:
+    """Draw one Shapes image -> uint8 (R, R, 3): the shape's colour on `shape_mask`, the background elsewhere."""
     palette = np.array([a.background, a.rgb], np.uint8)  # (2, 3): row 0 outside, row 1 inside
-    return np.take(palette, inside.view(np.uint8), axis=0)
+    return np.take(palette, shape_mask(a).view(np.uint8), axis=0)
 
 
 class Shapes(Dataset):
@@ -167,7 +170,7 @@ class Shapes(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         a = self.attributes(i)
-        return _to_unit_range(render_shape(a)), a.label
+        return to_unit_range(render_shape(a)), a.label
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -244,7 +247,7 @@ class ImageFolder(Dataset):
                 image = ImageOps.fit(image, (self.resolution, self.resolution), Image.Resampling.BICUBIC)
         except OSError as err:
             raise RuntimeError(f"could not read {path} ({err}); remove or replace the file") from err
-        return _to_unit_range(np.asarray(image)), int(self.labels[i])
+        return to_unit_range(np.asarray(image)), int(self.labels[i])
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -355,7 +358,7 @@ class MNIST(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x = _to_unit_range(self.images[i])  # (3, 28, 28)
+        x = to_unit_range(self.images[i])  # (3, 28, 28)
         if self.resolution == x.shape[-1] + 4:  # 28 -> 32: the classic LeNet framing, no resampling
             x = F.pad(x, (2, 2, 2, 2), value=-1.0)
         return _resize(x, self.resolution), int(self.labels[i])

@@ -27,7 +27,7 @@ from minimuse.metrics import attribute_accuracy, compare_spread, format_report, 
 from minimuse.quantizer import codebook_stats
 from minimuse.sampler import generate
 from minimuse.trainer import fit, infinite_batches, seed_everything, setup_distributed
-from minimuse.transformer import MaskedTransformer, drop_labels, masked_token_loss
+from minimuse.transformer import MaskedTransformer, masked_generator_loss
 from minimuse.viz import save_grid
 from minimuse.vqgan import VQGAN, PatchGAN, adaptive_weight, hinge_d_loss, reconstruction_loss
 
@@ -214,11 +214,8 @@ class GeneratorStage:
         if self.cfg.generator.kind == "mar":
             loss = self.net(tokens, labels)                               # MAR's forward is its loss
             return {"g": loss}, {"loss": loss.detach()}
-        inputs, targets, mask = self.model.mask_tokens(tokens)            # (B, L) each
-        labels = drop_labels(labels, self.cfg.generator.cond_drop, self.model.null_class)
-        logits = self.net(inputs, labels)                                 # (B, L, K)
-        loss = masked_token_loss(logits, targets, mask, self.cfg.generator.label_smoothing)
-        acc = (logits.argmax(-1) == targets)[mask].float().mean()
+        g = self.cfg.generator
+        loss, acc = masked_generator_loss(self.model, tokens, labels, g.cond_drop, g.label_smoothing, self.net)
         return {"g": loss}, {"loss": loss.detach(), "acc": acc}
 
     @torch.no_grad()

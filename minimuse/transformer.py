@@ -122,6 +122,18 @@ def masked_token_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.T
     return F.cross_entropy(logits[mask], targets[mask], label_smoothing=label_smoothing)
 
 
+def masked_generator_loss(model: "MaskedTransformer", tokens: torch.Tensor, labels: torch.Tensor,
+                          cond_drop: float, label_smoothing: float = 0.0, net=None):
+    """One MaskGIT training objective for token grids (B, h, w) and labels (B,): a cosine-rate mask, the class
+    dropped to null with probability cond_drop, cross-entropy on the masked positions. `net` is what to run
+    (model wrapped by DDP / torch.compile); default the model. Returns (loss, accuracy on masked positions)."""
+    inputs, targets, mask = model.mask_tokens(tokens)                                  # (B, L) each
+    logits = (net or model)(inputs, drop_labels(labels, cond_drop, model.null_class))  # (B, L, K)
+    loss = masked_token_loss(logits, targets, mask, label_smoothing)
+    accuracy = (logits.argmax(-1) == targets)[mask].float().mean()
+    return loss, accuracy
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The model
 # ---------------------------------------------------------------------------------------------------------
