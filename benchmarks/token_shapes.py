@@ -6,9 +6,13 @@ generator and training recipe learn it and sample it with the preset's sampler; 
 reads the grids (drawn as 3x-upscaled images). If accuracy stays low here too, the limit is the generator or
 its sampler, not what the tokenizer hands it.
 
-Every `--eval-every` steps it prints the sample accuracy and, as a calibration check, the probability the model
-gives the background at masked positions at least 2 tokens away from the shape (mask rate 0.1). Label
-smoothing eps caps that probability at 1 - eps + eps / K.
+Every `--eval-every` steps it prints the sample accuracy and two probes on held-out grids:
+- how much the model reads the *shape* from the class: the masked-token NLL on and around the shape (mask rate
+  0.5) given the true class, the class of the same colour and another shape, and the null class. A model that
+  draws the class's shape pays clearly more with the wrong shape; one that only reads the colour pays the same.
+- a calibration check: the probability the model gives the background at masked positions at least 2 tokens
+  away from the shape (mask rate 0.1). Label smoothing eps caps it at 1 - eps + eps / K.
+The last samples are saved as a grid (one row per class).
 
     python benchmarks/token_shapes.py                                # R = 12, 1000 steps, ~8 min on 2 cores
     python benchmarks/token_shapes.py --set generator.label_smoothing=0 --steps 3000
@@ -26,8 +30,10 @@ from minimuse.metrics import attribute_accuracy
 from minimuse.sampler import generate
 from minimuse.trainer import lr_at, make_optimizer, seed_everything
 from minimuse.transformer import MaskedTransformer, masked_generator_loss, random_mask
+from minimuse.viz import save_grid
 
 BACKGROUND_RGB = (30, 30, 30)
+HELD_OUT = 500  # grids after the training ones, for the probes
 
 
 def token_shapes(resolution: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,6 +68,22 @@ def far_background_probability(model, grids: torch.Tensor, labels: torch.Tensor)
     return probs[..., 0][masked & ~near].mean().item()
 
 
+@torch.no_grad()
+def class_usage(model, grids: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
+    """Mean NLL of the masked tokens on or next to the shape (half the tokens masked), given the true class,
+    the same colour with the next shape, and the null class: (true, other shape, null)."""
+    ids = grids.flatten(1)                                                # (N, L)
+    around = F.max_pool2d((grids > 0).float()[:, None], 3, stride=1, padding=1).flatten(1) > 0
+    masked = random_mask(torch.full((len(ids),), 0.5), ids.shape[1], torch.Generator().manual_seed(0))
+    inputs = torch.where(masked, torch.full_like(ids, model.mask_id), ids)
+    other_shape = (labels + len(COLOURS)) % len(SHAPES_CLASS_NAMES)      # id = shape * 4 + colour
+    nll = []
+    for condition in (labels, other_shape, torch.full_like(labels, model.null_class)):
+        logp = model(inputs, condition).log_softmax(-1).gather(-1, ids[..., None])[..., 0]    # (N, L)
+        nll.append(-logp[masked & around].mean().item())
+    return tuple(nll)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="tiny", help="whose generator, training and sampler settings to use")
@@ -70,6 +92,7 @@ def main() -> None:
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--train-size", type=int, default=20_000)
     p.add_argument("--per-class", type=int, default=16, help="samples per class at each evaluation")
+    p.add_argument("--grid", default="runs/token_shapes.png", help="where to save the last samples")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
     cfg = apply_overrides(get_preset(args.preset), args.overrides)
@@ -77,7 +100,9 @@ def main() -> None:
     tcfg.steps = args.steps
     seed_everything(cfg.seed)
 
-    grids, labels = token_shapes(args.resolution, args.train_size)
+    grids, labels = token_shapes(args.resolution, args.train_size + HELD_OUT)
+    held_grids, held_labels = grids[args.train_size:], labels[args.train_size:]
+    grids, labels = grids[:args.train_size], labels[:args.train_size]
     model = MaskedTransformer(cfg.generator, len(PALETTE), args.resolution ** 2, len(SHAPES_CLASS_NAMES))
     optimizer = make_optimizer(model.parameters(), tcfg)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -86,8 +111,9 @@ def main() -> None:
     eps = cfg.generator.label_smoothing
     print(f"token Shapes {args.resolution}x{args.resolution}; the checker reads the training grids "
           f"{real['accuracy']:.1%} right; label smoothing {eps} caps p(background) at {1 - eps + eps / len(PALETTE):.3f}")
-    print("| step | loss | samples: accuracy | shape | colour | p(background) far from the shape | time |")
-    print("|---|---|---|---|---|---|---|")
+    print("| step | loss | samples: accuracy | shape | colour | NLL near the shape: true class / other shape / null "
+          "| p(background) far from the shape | time |")
+    print("|---|---|---|---|---|---|---|---|")
     start = time.perf_counter()
     for step in range(tcfg.steps):
         for group in optimizer.param_groups:
@@ -103,10 +129,14 @@ def main() -> None:
             with torch.no_grad():
                 samples = generate(model, TokenImages(), eval_labels, cfg.sampler, seed=1)
                 acc = attribute_accuracy(samples, eval_labels, SHAPES_CLASS_NAMES)
-                p_bg = far_background_probability(model, grids[:500], labels[:500])
+                usage = class_usage(model, held_grids, held_labels)
+                p_bg = far_background_probability(model, held_grids, held_labels)
             model.train()
             print(f"| {step + 1} | {loss.item():.3f} | {acc['accuracy']:.1%} | {acc['shape_accuracy']:.1%} | "
-                  f"{acc['colour_accuracy']:.1%} | {p_bg:.3f} | {time.perf_counter() - start:.0f} s |", flush=True)
+                  f"{acc['colour_accuracy']:.1%} | {' / '.join(f'{v:.3f}' for v in usage)} | {p_bg:.3f} | "
+                  f"{time.perf_counter() - start:.0f} s |", flush=True)
+    save_grid(samples, args.grid, nrow=args.per_class, scale=4)
+    print(f"samples of the last evaluation (one row per class): {args.grid}")
 
 
 if __name__ == "__main__":
