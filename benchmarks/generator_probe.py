@@ -20,11 +20,11 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from minimuse.data import BACKGROUND_MAX, COLOUR_JITTER, COLOURS, Shapes, render_shape, shape_mask, to_unit_range
+from minimuse.data import (BACKGROUND_MAX, COLOUR_JITTER, COLOURS, SHAPES_CLASS_NAMES, Shapes, render_shape,
+                           shape_mask, to_unit_range)
 from minimuse.metrics import attribute_accuracy
 from minimuse.sampler import generate
 from minimuse.stages import load_generator
-from minimuse.transformer import random_mask
 
 SETTINGS = [{}, {"steps": 64}, {"temperature": 0.5}, {"choice_temperature": 0.0}, {"cfg": 0.0},
             {"cfg": 5.0, "cfg_schedule": "constant"}]
@@ -57,6 +57,22 @@ def recoloured(dataset: Shapes, i: int, copies: int, rng: torch.Generator) -> to
     return torch.stack(images)
 
 
+@torch.no_grad()
+def label_nll(model, grid: torch.Tensor, labels: torch.Tensor, rate: float,
+              where: torch.Tensor | None = None) -> tuple[float, float, float]:
+    """Masked-token NLL (nats per token) of token grids (N, h, w) with a share `rate` of each masked, given the
+    true class, the same colour with the next shape, and the null class. `where` (N, L), optional: count only
+    the masked positions where it is True. A model that reads the shape from the class pays more for the
+    wrong shape; one that reads only the colour pays the same."""
+    inputs, ids, masked = model.mask_tokens(grid, torch.Generator().manual_seed(0), rate)   # (N, L) each
+    if where is not None:
+        masked = masked & where
+    other_shape = (labels + len(COLOURS)) % len(SHAPES_CLASS_NAMES)      # Shapes class id = shape * 4 + colour
+    null = torch.full_like(labels, model.null_class)
+    return tuple(-model(inputs, y).float().log_softmax(-1).gather(-1, ids[..., None])[..., 0][masked].mean().item()
+                 for y in (labels, other_shape, null))
+
+
 def summary(result: dict) -> str:
     return (f"accuracy {result['accuracy']:.3f}  shape {result['shape_accuracy']:.3f}  "
             f"colour {result['colour_accuracy']:.3f}")
@@ -77,7 +93,7 @@ def main() -> None:
     labels = torch.tensor([holdout[i][1] for i in range(args.n)])         # (N,)
     grid = tokenizer.encode(images)                                       # (N, h, w)
     ids = grid.flatten(1)                                                 # (N, L)
-    flat = (torch.randint(0, 61, (args.n, 3, 1, 1)) / 127.5 - 1).expand_as(images)   # Shapes background colours
+    flat = (torch.randint(0, BACKGROUND_MAX + 1, (args.n, 3, 1, 1)) / 127.5 - 1).expand_as(images)   # backgrounds
     print("## tokens")
     print(f"held-out grids: {distinct(ids):.1f} distinct codes of {ids.shape[1]}, "
           f"most common code on {(ids == ids.mode(dim=1).values[:, None]).float().mean():.0%} of the grid")
@@ -103,20 +119,15 @@ def main() -> None:
         print(f"{str(change or 'preset'):<45} {summary(result)}")
 
     print("\n## label sensitivity: masked-token NLL (nats per token) on held-out grids")
-    other_shape = (labels + len(COLOURS)) % len(names)                   # same colour, the next shape
-    null = torch.full_like(labels, model.null_class)
     for rate in (1.0, 0.9, 0.6, 0.3):
-        masked = random_mask(torch.full((len(ids),), rate), ids.shape[1], torch.Generator().manual_seed(0))
-        inputs = torch.where(masked, torch.full_like(ids, model.mask_id), ids)
-        nll = [-torch.log_softmax(model(inputs, y).float(), -1).gather(-1, ids[..., None])[..., 0][masked].mean()
-               for y in (labels, other_shape, null)]
+        nll = label_nll(model, grid, labels, rate)
         print(f"mask rate {rate:.1f}: true label {nll[0]:.3f}   other shape {nll[1]:.3f}   null class {nll[2]:.3f}")
 
     print("\n## where the tokens are hard (mask rate 0.3; a token is edge when the shape covers part of it)")
     cover = shape_cover(holdout, args.n, tokenizer.f)                                  # (N, L)
     kinds = {"background": cover == 0, "edge": (cover > 0) & (cover < 1), "interior": cover == 1}
-    masked = random_mask(torch.full((len(ids),), 0.3), ids.shape[1], torch.Generator().manual_seed(0))
-    logits = model(torch.where(masked, torch.full_like(ids, model.mask_id), ids), labels).float()
+    inputs, _, masked = model.mask_tokens(grid, torch.Generator().manual_seed(0), 0.3)    # (N, L) each
+    logits = model(inputs, labels).float()
     nll = F.cross_entropy(logits.transpose(1, 2), ids, reduction="none")             # (N, L)
     right = logits.argmax(-1) == ids
     for name, where in kinds.items():
@@ -128,14 +139,15 @@ def main() -> None:
     # one random edge position per image (the rare image whose shape sits exactly on token borders: any position)
     one = torch.multinomial(kinds["edge"].float() + 1e-9, 1, generator=torch.Generator().manual_seed(0))[:, 0]
     logits = model(ids.index_put((rows, one), torch.tensor(model.mask_id)), labels)[rows, one].float()
-    print(f"one edge token masked, all others visible: accuracy {(logits.argmax(-1) == ids[rows, one]).float().mean():.3f}, "
-          f"NLL {F.cross_entropy(logits, ids[rows, one]):.2f} (edge codes: {len(p)} in use, entropy {-(p * p.log()).sum():.2f})")
+    right = (logits.argmax(-1) == ids[rows, one]).float().mean()
+    print(f"one edge token masked, all others visible: accuracy {right:.3f}, "
+          f"NLL {F.cross_entropy(logits, ids[rows, one]):.2f} "
+          f"(edge codes: {len(p)} in use, entropy {-(p * p.log()).sum():.2f})")
 
     print("\n## inpainting: keep a share of each held-out grid, sample the rest with the true class")
     for keep in (0.9, 0.75, 0.5, 0.25):
-        masked = random_mask(torch.full((len(ids),), 1 - keep), ids.shape[1], torch.Generator().manual_seed(0))
-        init = torch.where(masked.view_as(grid), torch.full_like(grid, model.mask_id), grid)
-        inpainted = generate(model, tokenizer, labels, cfg.sampler, seed=0, init_ids=init)
+        inputs, _, _ = model.mask_tokens(grid, torch.Generator().manual_seed(0), 1 - keep)
+        inpainted = generate(model, tokenizer, labels, cfg.sampler, seed=0, init_ids=inputs.view_as(grid))
         print(f"keep {keep:.0%}: {summary(attribute_accuracy(inpainted, labels, names))}")
 
 

@@ -29,8 +29,10 @@ from minimuse.data import COLOURS, SHAPES_CLASS_NAMES, Shapes, shape_mask
 from minimuse.metrics import attribute_accuracy
 from minimuse.sampler import generate
 from minimuse.trainer import lr_at, make_optimizer, seed_everything
-from minimuse.transformer import MaskedTransformer, masked_generator_loss, random_mask
+from minimuse.transformer import MaskedTransformer, masked_generator_loss
 from minimuse.viz import save_grid
+
+from generator_probe import label_nll  # benchmarks/ is on the path when this script runs
 
 BACKGROUND_RGB = (30, 30, 30)
 HELD_OUT = 500  # grids after the training ones, for the probes
@@ -61,27 +63,15 @@ class TokenImages:
 @torch.no_grad()
 def far_background_probability(model, grids: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean p(background) at masked positions >= 2 tokens from any shape token, 10% of tokens masked."""
-    ids = grids.flatten(1)                                                # (N, L)
-    near = F.max_pool2d((grids > 0).float()[:, None], 5, stride=1, padding=2).flatten(1) > 0
-    masked = random_mask(torch.full((len(ids),), 0.1), ids.shape[1], torch.Generator().manual_seed(0))
-    probs = model(torch.where(masked, torch.full_like(ids, model.mask_id), ids), labels).softmax(-1)
+    near = F.max_pool2d((grids > 0).float()[:, None], 5, stride=1, padding=2).flatten(1) > 0   # (N, L)
+    inputs, _, masked = model.mask_tokens(grids, torch.Generator().manual_seed(0), 0.1)
+    probs = model(inputs, labels).softmax(-1)
     return probs[..., 0][masked & ~near].mean().item()
 
 
-@torch.no_grad()
-def class_usage(model, grids: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float]:
-    """Mean NLL of the masked tokens on or next to the shape (half the tokens masked), given the true class,
-    the same colour with the next shape, and the null class: (true, other shape, null)."""
-    ids = grids.flatten(1)                                                # (N, L)
-    around = F.max_pool2d((grids > 0).float()[:, None], 3, stride=1, padding=1).flatten(1) > 0
-    masked = random_mask(torch.full((len(ids),), 0.5), ids.shape[1], torch.Generator().manual_seed(0))
-    inputs = torch.where(masked, torch.full_like(ids, model.mask_id), ids)
-    other_shape = (labels + len(COLOURS)) % len(SHAPES_CLASS_NAMES)      # id = shape * 4 + colour
-    nll = []
-    for condition in (labels, other_shape, torch.full_like(labels, model.null_class)):
-        logp = model(inputs, condition).log_softmax(-1).gather(-1, ids[..., None])[..., 0]    # (N, L)
-        nll.append(-logp[masked & around].mean().item())
-    return tuple(nll)
+def near_shape(grids: torch.Tensor) -> torch.Tensor:
+    """(N, R, R) -> (N, L) bool: the shape's tokens and their 8 neighbours."""
+    return F.max_pool2d((grids > 0).float()[:, None], 3, stride=1, padding=1).flatten(1) > 0
 
 
 def main() -> None:
@@ -107,10 +97,12 @@ def main() -> None:
     optimizer = make_optimizer(model.parameters(), tcfg)
     generator = torch.Generator().manual_seed(cfg.seed)
     eval_labels = torch.arange(len(SHAPES_CLASS_NAMES)).repeat_interleave(args.per_class)
-    real = attribute_accuracy(TokenImages.decode(grids[:len(eval_labels)]), labels[:len(eval_labels)], SHAPES_CLASS_NAMES)
+    n = len(eval_labels)
+    real = attribute_accuracy(TokenImages.decode(grids[:n]), labels[:n], SHAPES_CLASS_NAMES)
     eps = cfg.generator.label_smoothing
     print(f"token Shapes {args.resolution}x{args.resolution}; the checker reads the training grids "
-          f"{real['accuracy']:.1%} right; label smoothing {eps} caps p(background) at {1 - eps + eps / len(PALETTE):.3f}")
+          f"{real['accuracy']:.1%} right; label smoothing {eps} caps p(background) at "
+          f"{1 - eps + eps / len(PALETTE):.3f}")
     print("| step | loss | samples: accuracy | shape | colour | NLL near the shape: true class / other shape / null "
           "| p(background) far from the shape | time |")
     print("|---|---|---|---|---|---|---|---|")
@@ -129,7 +121,7 @@ def main() -> None:
             with torch.no_grad():
                 samples = generate(model, TokenImages(), eval_labels, cfg.sampler, seed=1)
                 acc = attribute_accuracy(samples, eval_labels, SHAPES_CLASS_NAMES)
-                usage = class_usage(model, held_grids, held_labels)
+                usage = label_nll(model, held_grids, held_labels, 0.5, where=near_shape(held_grids))
                 p_bg = far_background_probability(model, held_grids, held_labels)
             model.train()
             print(f"| {step + 1} | {loss.item():.3f} | {acc['accuracy']:.1%} | {acc['shape_accuracy']:.1%} | "

@@ -174,12 +174,15 @@ class MaskedTransformer(nn.Module):
             x = block(x, self.causal)
         return self.head(self.norm(x[:, 1:]))                                         # (B, L, K)
 
-    def mask_tokens(self, ids: torch.Tensor, generator: torch.Generator | None = None):
+    def mask_tokens(self, ids: torch.Tensor, generator: torch.Generator | None = None, rate: float | None = None):
         """Training inputs for token grids ids (B, h, w): (inputs, targets, mask), each (B, L).
 
-        A random cosine-rate mask per example; masked positions get the [MASK] id, the rest keep their token.
+        A random mask per example, at a cosine-drawn rate (training) or at the fixed `rate` (probes and
+        inpainting); masked positions get the [MASK] id, the rest keep their token.
         """
         targets = rearrange(ids, "b h w -> b (h w)")
-        mask = random_mask(sample_mask_rates(len(targets), generator, ids.device), targets.shape[1], generator)
+        rates = (sample_mask_rates(len(targets), generator, ids.device) if rate is None
+                 else torch.full((len(targets),), float(rate), device=ids.device))
+        mask = random_mask(rates, targets.shape[1], generator)
         inputs = torch.where(mask, torch.full_like(targets, self.mask_id), targets)
         return inputs, targets, mask

@@ -42,6 +42,14 @@ def test_masked_inputs_carry_the_mask_id_and_the_rest_is_untouched():
     assert (inputs != model.mask_id).sum() == (~mask).sum()     # no stray masks at visible positions
 
 
+def test_mask_tokens_at_a_fixed_rate_masks_that_share_of_every_row():
+    model = tiny_model()
+    ids = torch.randint(0, 8, (16, 4, 4))
+    inputs, _, mask = model.mask_tokens(ids, torch.Generator().manual_seed(0), rate=0.25)
+    assert mask.sum(1).tolist() == [4] * 16                      # ceil(0.25 * 16) in every row
+    assert (inputs[mask] == model.mask_id).all() and len(mask.float().sum(0).unique()) > 1   # not the same positions
+
+
 def test_loss_ignores_logits_at_unmasked_positions():
     logits = torch.randn(4, 16, 8)
     targets = torch.randint(0, 8, (4, 16))
