@@ -64,7 +64,7 @@ def label_nll(model, grid: torch.Tensor, labels: torch.Tensor, rate: float,
     true class, the same colour with the next shape, and the null class. `where` (N, L), optional: count only
     the masked positions where it is True. A model that reads the shape from the class pays more for the
     wrong shape; one that reads only the colour pays the same."""
-    inputs, ids, masked = model.mask_tokens(grid, torch.Generator().manual_seed(0), rate)   # (N, L) each
+    inputs, ids, masked = model.mask_tokens(grid, torch.Generator(grid.device).manual_seed(0), rate)  # (N, L) each
     if where is not None:
         masked = masked & where
     other_shape = (labels + len(COLOURS)) % len(SHAPES_CLASS_NAMES)      # Shapes class id = shape * 4 + colour

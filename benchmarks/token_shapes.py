@@ -16,6 +16,8 @@ The last samples are saved as a grid (one row per class).
 
     python benchmarks/token_shapes.py                                # R = 12, 1000 steps, ~8 min on 2 cores
     python benchmarks/token_shapes.py --set generator.label_smoothing=0 --steps 3000
+    python benchmarks/token_shapes.py --set generator.label_smoothing=0 --steps 50000 --eval-every 5000
+        # on a GPU (picked by default): the open question, does far longer training close the gap?
 """
 import argparse
 import time
@@ -28,7 +30,7 @@ from minimuse.config import apply_overrides, get_preset
 from minimuse.data import COLOURS, SHAPES_CLASS_NAMES, Shapes, shape_mask
 from minimuse.metrics import attribute_accuracy
 from minimuse.sampler import generate
-from minimuse.trainer import lr_at, make_optimizer, seed_everything
+from minimuse.trainer import lr_at, make_optimizer, pick_device, seed_everything
 from minimuse.transformer import MaskedTransformer, masked_generator_loss
 from minimuse.viz import save_grid
 
@@ -57,14 +59,14 @@ class TokenImages:
 
     @staticmethod
     def decode(grids: torch.Tensor) -> torch.Tensor:
-        return PALETTE[grids].permute(0, 3, 1, 2).repeat_interleave(3, dim=2).repeat_interleave(3, dim=3)
+        return PALETTE.to(grids.device)[grids].permute(0, 3, 1, 2).repeat_interleave(3, dim=2).repeat_interleave(3, dim=3)
 
 
 @torch.no_grad()
 def far_background_probability(model, grids: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean p(background) at masked positions >= 2 tokens from any shape token, 10% of tokens masked."""
     near = F.max_pool2d((grids > 0).float()[:, None], 5, stride=1, padding=2).flatten(1) > 0   # (N, L)
-    inputs, _, masked = model.mask_tokens(grids, torch.Generator().manual_seed(0), 0.1)
+    inputs, _, masked = model.mask_tokens(grids, torch.Generator(grids.device).manual_seed(0), 0.1)
     probs = model(inputs, labels).softmax(-1)
     return probs[..., 0][masked & ~near].mean().item()
 
@@ -83,6 +85,7 @@ def main() -> None:
     p.add_argument("--train-size", type=int, default=20_000)
     p.add_argument("--per-class", type=int, default=16, help="samples per class at each evaluation")
     p.add_argument("--grid", default="runs/token_shapes.png", help="where to save the last samples")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda > mps > cpu)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
     cfg = apply_overrides(get_preset(args.preset), args.overrides)
@@ -90,13 +93,14 @@ def main() -> None:
     tcfg.steps = args.steps
     seed_everything(cfg.seed)
 
-    grids, labels = token_shapes(args.resolution, args.train_size + HELD_OUT)
+    device = pick_device(args.device)
+    grids, labels = (t.to(device) for t in token_shapes(args.resolution, args.train_size + HELD_OUT))
     held_grids, held_labels = grids[args.train_size:], labels[args.train_size:]
     grids, labels = grids[:args.train_size], labels[:args.train_size]
-    model = MaskedTransformer(cfg.generator, len(PALETTE), args.resolution ** 2, len(SHAPES_CLASS_NAMES))
+    model = MaskedTransformer(cfg.generator, len(PALETTE), args.resolution ** 2, len(SHAPES_CLASS_NAMES)).to(device)
     optimizer = make_optimizer(model.parameters(), tcfg)
     generator = torch.Generator().manual_seed(cfg.seed)
-    eval_labels = torch.arange(len(SHAPES_CLASS_NAMES)).repeat_interleave(args.per_class)
+    eval_labels = torch.arange(len(SHAPES_CLASS_NAMES), device=device).repeat_interleave(args.per_class)
     n = len(eval_labels)
     real = attribute_accuracy(TokenImages.decode(grids[:n]), labels[:n], SHAPES_CLASS_NAMES)
     eps = cfg.generator.label_smoothing
