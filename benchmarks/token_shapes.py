@@ -1,33 +1,41 @@
-"""The masked generator without a tokenizer: MaskGIT on noise-free "token Shapes".
+"""The masked generators without a tokenizer: MaskGIT or MAR on noise-free "token Shapes".
 
 Each Shapes image is drawn at a small resolution R and read as an R x R grid of tokens: 0 for background,
 1 + colour for a shape pixel (5 ids, no colour jitter, no background noise, no VQ). The tiny preset's
 generator and training recipe learn it and sample it with the preset's sampler; the attribute checker then
 reads the grids (drawn as 3x-upscaled images). If accuracy stays low here too, the limit is the generator or
-its sampler, not what the tokenizer hands it.
+its sampler, not what the tokenizer hands it. With `--preset tiny-mar` the generator is MAR, and each token is
+the continuous RGB of its colour (scaled to unit variance); samples are read back as the nearest colour.
 
-Every `--eval-every` steps it prints the sample accuracy and two probes on held-out grids:
+Every `--eval-every` steps it prints the sample accuracy and two probes on held-out grids. MaskGIT:
 - how much the model reads the *shape* from the class: the masked-token NLL on and around the shape (mask rate
   0.5) given the true class, the class of the same colour and another shape, and the null class. A model that
   draws the class's shape pays clearly more with the wrong shape; one that only reads the colour pays the same.
 - a calibration check: the probability the model gives the background at masked positions at least 2 tokens
   away from the shape (mask rate 0.1). Label smoothing eps caps it at 1 - eps + eps / K.
+MAR: how much the diffusion head's samples follow their context. With 30% of each grid masked and the true
+class, what share of the masked shape tokens come out in the right colour, and what share of the masked
+background tokens come out as a shape colour. A head that ignores z samples near the marginal: mostly background.
 The last samples are saved as a grid (one row per class).
 
     python benchmarks/token_shapes.py                                # R = 12, 1000 steps, ~8 min on 2 cores
     python benchmarks/token_shapes.py --set generator.label_smoothing=0 --steps 3000
+    python benchmarks/token_shapes.py --preset tiny-mar --steps 800 --eval-every 400     # MAR, ~15 min
     python benchmarks/token_shapes.py --set generator.label_smoothing=0 --steps 50000 --eval-every 5000
         # on a GPU (picked by default): the open question, does far longer training close the gap?
 """
 import argparse
+import math
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from minimuse.config import apply_overrides, get_preset
 from minimuse.data import COLOURS, SHAPES_CLASS_NAMES, Shapes, shape_mask
+from minimuse.mar import MAR, mask_by_order, random_orders
 from minimuse.metrics import attribute_accuracy
 from minimuse.sampler import generate
 from minimuse.trainer import lr_at, make_optimizer, pick_device, seed_everything
@@ -55,11 +63,23 @@ PALETTE = torch.tensor([BACKGROUND_RGB, *COLOURS.values()]) / 127.5 - 1  # (5, 3
 
 
 class TokenImages:
-    """Stands in for the tokenizer: decodes token grids (B, R, R) to images (B, 3, 3R, 3R) in [-1, 1]."""
+    """Stands in for the tokenizer. Ids (B, R, R) -> images (B, 3, 3R, 3R) in [-1, 1]. For MAR, `continuous`
+    turns ids into RGB tokens (B, R, R, 3) divided by `scale` (their std, so they have unit variance, as the
+    tokenizer's latents do), and `decode` reads continuous tokens as the nearest palette colour."""
 
-    @staticmethod
-    def decode(grids: torch.Tensor) -> torch.Tensor:
-        return PALETTE.to(grids.device)[grids].permute(0, 3, 1, 2).repeat_interleave(3, dim=2).repeat_interleave(3, dim=3)
+    def __init__(self, scale: float = 1.0):
+        self.scale = scale
+
+    def continuous(self, ids: torch.Tensor) -> torch.Tensor:
+        return PALETTE.to(ids.device)[ids] / self.scale
+
+    def ids(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(..., 3) continuous tokens -> (...) id of the nearest palette colour."""
+        return (tokens[..., None, :] * self.scale - PALETTE.to(tokens.device)).square().sum(-1).argmin(-1)
+
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        ids = self.ids(tokens) if tokens.is_floating_point() else tokens
+        return PALETTE.to(ids.device)[ids].permute(0, 3, 1, 2).repeat_interleave(3, dim=2).repeat_interleave(3, dim=3)
 
 
 @torch.no_grad()
@@ -76,9 +96,39 @@ def near_shape(grids: torch.Tensor) -> torch.Tensor:
     return F.max_pool2d((grids > 0).float()[:, None], 3, stride=1, padding=1).flatten(1) > 0
 
 
+@torch.no_grad()
+def mar_context(model: MAR, images: TokenImages, grids: torch.Tensor, labels: torch.Tensor,
+                rate: float = 0.3) -> tuple[float, float]:
+    """MAR: mask `rate` of each grid (N, R, R), sample the masked tokens with the diffusion head given the true
+    class and the rest of the grid. Returns (share of masked shape tokens sampled in the right colour, share of
+    masked background tokens sampled as a shape colour)."""
+    n, length = len(grids), grids[0].numel()
+    generator = torch.Generator(grids.device).manual_seed(0)
+    orders = random_orders(n, length, generator, grids.device)
+    mask = mask_by_order(orders, torch.full((n,), math.ceil(rate * length), device=grids.device))   # (N, L)
+    tokens = rearrange(images.continuous(grids), "n h w c -> n (h w) c")                            # (N, L, 3)
+    z = model.decode(model.encode(tokens, mask, labels), mask)                                       # (N, L, D)
+    sampled = images.ids(model.head.sample(z[mask], generator=generator))                           # (M,)
+    true = grids.flatten(1)[mask]
+    shape = true > 0
+    return (sampled == true)[shape].float().mean().item(), (sampled[~shape] > 0).float().mean().item()
+
+
+def probes(model, images: TokenImages, grids: torch.Tensor, labels: torch.Tensor) -> dict[str, str]:
+    """The held-out probes of the module docstring for this generator kind: column name -> value."""
+    if model.cfg.kind == "mar":
+        right, stray = mar_context(model, images, grids, labels)
+        return {"masked shape tokens sampled right (70% visible)": f"{right:.3f}",
+                "masked background sampled as shape": f"{stray:.3f}"}
+    usage = label_nll(model, grids, labels, 0.5, where=near_shape(grids))
+    return {"NLL near the shape: true class / other shape / null": " / ".join(f"{v:.3f}" for v in usage),
+            "p(background) far from the shape": f"{far_background_probability(model, grids, labels):.3f}"}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="tiny", help="whose generator, training and sampler settings to use")
+    p.add_argument("--preset", default="tiny",
+                   help="whose generator (MaskGIT: tiny; MAR: tiny-mar), training and sampler settings to use")
     p.add_argument("--resolution", type=int, default=12, help="token grid side R (Shapes needs R >= 8)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--eval-every", type=int, default=250)
@@ -97,25 +147,30 @@ def main() -> None:
     grids, labels = (t.to(device) for t in token_shapes(args.resolution, args.train_size + HELD_OUT))
     held_grids, held_labels = grids[args.train_size:], labels[args.train_size:]
     grids, labels = grids[:args.train_size], labels[:args.train_size]
-    model = MaskedTransformer(cfg.generator, len(PALETTE), args.resolution ** 2, len(SHAPES_CLASS_NAMES)).to(device)
+    g, length, num_classes = cfg.generator, args.resolution ** 2, len(SHAPES_CLASS_NAMES)
+    images = TokenImages(scale=PALETTE[grids.cpu()].std().item())
+    model = (MAR(g, PALETTE.shape[1], length, num_classes) if g.kind == "mar"
+             else MaskedTransformer(g, len(PALETTE), length, num_classes)).to(device)
     optimizer = make_optimizer(model.parameters(), tcfg)
     generator = torch.Generator().manual_seed(cfg.seed)
-    eval_labels = torch.arange(len(SHAPES_CLASS_NAMES), device=device).repeat_interleave(args.per_class)
+    eval_labels = torch.arange(num_classes, device=device).repeat_interleave(args.per_class)
     n = len(eval_labels)
-    real = attribute_accuracy(TokenImages.decode(grids[:n]), labels[:n], SHAPES_CLASS_NAMES)
-    eps = cfg.generator.label_smoothing
-    print(f"token Shapes {args.resolution}x{args.resolution}; the checker reads the training grids "
-          f"{real['accuracy']:.1%} right; label smoothing {eps} caps p(background) at "
-          f"{1 - eps + eps / len(PALETTE):.3f}")
-    print("| step | loss | samples: accuracy | shape | colour | NLL near the shape: true class / other shape / null "
-          "| p(background) far from the shape | time |")
-    print("|---|---|---|---|---|---|---|---|")
-    start = time.perf_counter()
+    real = attribute_accuracy(images.decode(grids[:n]), labels[:n], SHAPES_CLASS_NAMES)
+    print(f"token Shapes {args.resolution}x{args.resolution}, generator {g.kind}; the checker reads the training "
+          f"grids {real['accuracy']:.1%} right", end="")
+    if g.kind == "maskgit":
+        eps = g.label_smoothing
+        print(f"; label smoothing {eps} caps p(background) at {1 - eps + eps / len(PALETTE):.3f}", end="")
+    print()
+    start, table_started = time.perf_counter(), False
     for step in range(tcfg.steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, tcfg)
         batch = torch.randint(0, len(grids), (tcfg.batch_size,), generator=generator)
-        loss, _ = masked_generator_loss(model, grids[batch], labels[batch], cfg.generator.cond_drop, eps)
+        if g.kind == "mar":                                   # MAR's forward is its diffusion loss
+            loss = model(images.continuous(grids[batch]), labels[batch])
+        else:
+            loss, _ = masked_generator_loss(model, grids[batch], labels[batch], g.cond_drop, g.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
@@ -123,14 +178,17 @@ def main() -> None:
         if (step + 1) % args.eval_every == 0 or step == tcfg.steps - 1:
             model.eval()
             with torch.no_grad():
-                samples = generate(model, TokenImages(), eval_labels, cfg.sampler, seed=1)
+                samples = generate(model, images, eval_labels, cfg.sampler, seed=1)
                 acc = attribute_accuracy(samples, eval_labels, SHAPES_CLASS_NAMES)
-                usage = label_nll(model, held_grids, held_labels, 0.5, where=near_shape(held_grids))
-                p_bg = far_background_probability(model, held_grids, held_labels)
+                probed = probes(model, images, held_grids, held_labels)
             model.train()
+            if not table_started:
+                print("| step | loss | samples: accuracy | shape | colour | " + " | ".join(probed) + " | time |")
+                print("|---" * (6 + len(probed)) + "|")
+                table_started = True
             print(f"| {step + 1} | {loss.item():.3f} | {acc['accuracy']:.1%} | {acc['shape_accuracy']:.1%} | "
-                  f"{acc['colour_accuracy']:.1%} | {' / '.join(f'{v:.3f}' for v in usage)} | {p_bg:.3f} | "
-                  f"{time.perf_counter() - start:.0f} s |", flush=True)
+                  f"{acc['colour_accuracy']:.1%} | " + " | ".join(probed.values()) +
+                  f" | {time.perf_counter() - start:.0f} s |", flush=True)
     save_grid(samples, args.grid, nrow=args.per_class, scale=4)
     print(f"samples of the last evaluation (one row per class): {args.grid}")
 
