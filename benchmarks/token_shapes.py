@@ -38,8 +38,9 @@ from minimuse.data import COLOURS, SHAPES_CLASS_NAMES, Shapes, shape_mask
 from minimuse.mar import MAR, mask_by_order, random_orders
 from minimuse.metrics import attribute_accuracy
 from minimuse.sampler import generate
+from minimuse.stages import generator_loss
 from minimuse.trainer import lr_at, make_optimizer, pick_device, seed_everything
-from minimuse.transformer import MaskedTransformer, masked_generator_loss
+from minimuse.transformer import MaskedTransformer
 from minimuse.viz import save_grid
 
 from generator_probe import label_nll  # benchmarks/ is on the path when this script runs
@@ -167,10 +168,8 @@ def main() -> None:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, tcfg)
         batch = torch.randint(0, len(grids), (tcfg.batch_size,), generator=generator)
-        if g.kind == "mar":                                   # MAR's forward is its diffusion loss
-            loss = model(images.continuous(grids[batch]), labels[batch])
-        else:
-            loss, _ = masked_generator_loss(model, grids[batch], labels[batch], g.cond_drop, g.label_smoothing)
+        tokens = images.continuous(grids[batch]) if g.kind == "mar" else grids[batch]   # MAR: continuous tokens
+        loss, _ = generator_loss(model, tokens, labels[batch])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)

@@ -192,6 +192,17 @@ def build_generator(cfg: RunConfig, tokenizer: VQGAN, num_classes: int) -> nn.Mo
     raise ValueError(f"unknown generator.kind {cfg.generator.kind!r}; choose maskgit or mar")
 
 
+def generator_loss(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, net: nn.Module | None = None):
+    """One training loss for either generator kind -> (loss, what to log). MAR's forward is its diffusion loss;
+    MaskGIT's is the masked-token cross-entropy. `net`: the wrapped model (DDP / compile) to run, default model."""
+    g = model.cfg
+    if g.kind == "mar":
+        loss = (net or model)(tokens, labels)
+        return loss, {"loss": loss.detach()}
+    loss, acc = masked_generator_loss(model, tokens, labels, g.cond_drop, g.label_smoothing, net)
+    return loss, {"loss": loss.detach(), "acc": acc}
+
+
 class GeneratorStage:
     """The generator on cached token grids: masked-token cross-entropy (MaskGIT / Muse) for ids, the per-token
     diffusion loss (MAR) for continuous latents. Samples are decoded by the tokenizer."""
@@ -211,12 +222,8 @@ class GeneratorStage:
 
     def losses(self, batch, step: int):
         tokens, labels = batch                                            # (B, h, w) ids or (B, h, w, C), (B,)
-        if self.cfg.generator.kind == "mar":
-            loss = self.net(tokens, labels)                               # MAR's forward is its loss
-            return {"g": loss}, {"loss": loss.detach()}
-        g = self.cfg.generator
-        loss, acc = masked_generator_loss(self.model, tokens, labels, g.cond_drop, g.label_smoothing, self.net)
-        return {"g": loss}, {"loss": loss.detach(), "acc": acc}
+        loss, logged = generator_loss(self.model, tokens, labels, self.net)
+        return {"g": loss}, logged
 
     @torch.no_grad()
     def sample_grid(self, path: Path, per_class: int = 8, seed: int = 0) -> torch.Tensor:
