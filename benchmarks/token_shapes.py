@@ -38,9 +38,8 @@ from minimuse.data import COLOURS, SHAPES_CLASS_NAMES, Shapes, shape_mask
 from minimuse.mar import MAR, mask_by_order, random_orders
 from minimuse.metrics import attribute_accuracy
 from minimuse.sampler import generate
-from minimuse.stages import generator_loss
+from minimuse.stages import generator_loss, new_generator
 from minimuse.trainer import lr_at, make_optimizer, pick_device, seed_everything
-from minimuse.transformer import MaskedTransformer
 from minimuse.viz import save_grid
 
 from generator_probe import label_nll  # benchmarks/ is on the path when this script runs
@@ -108,7 +107,7 @@ def mar_context(model: MAR, images: TokenImages, grids: torch.Tensor, labels: to
     orders = random_orders(n, length, generator, grids.device)
     mask = mask_by_order(orders, torch.full((n,), math.ceil(rate * length), device=grids.device))   # (N, L)
     tokens = rearrange(images.continuous(grids), "n h w c -> n (h w) c")                            # (N, L, 3)
-    z = model.decode(model.encode(tokens, mask, labels), mask)                                       # (N, L, D)
+    z = model.conditions(tokens, mask, labels)                                                       # (N, L, D)
     sampled = images.ids(model.head.sample(z[mask], generator=generator))                           # (M,)
     true = grids.flatten(1)[mask]
     shape = true > 0
@@ -150,8 +149,7 @@ def main() -> None:
     grids, labels = grids[:args.train_size], labels[:args.train_size]
     g, length, num_classes = cfg.generator, args.resolution ** 2, len(SHAPES_CLASS_NAMES)
     images = TokenImages(scale=PALETTE[grids.cpu()].std().item())
-    model = (MAR(g, PALETTE.shape[1], length, num_classes) if g.kind == "mar"
-             else MaskedTransformer(g, len(PALETTE), length, num_classes)).to(device)
+    model = new_generator(g, PALETTE.shape[1] if g.kind == "mar" else len(PALETTE), length, num_classes).to(device)
     optimizer = make_optimizer(model.parameters(), tcfg)
     generator = torch.Generator().manual_seed(cfg.seed)
     eval_labels = torch.arange(num_classes, device=device).repeat_interleave(args.per_class)

@@ -97,6 +97,10 @@ class MAR(nn.Module):
             full = block(full)
         return self.dec_norm(full)[:, n:] + self.head_pos
 
+    def conditions(self, tokens: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """z (B, L, D) for tokens (B, L, C) with `mask` (B, L) hidden, given labels (B,): encoder, then decoder."""
+        return self.decode(self.encode(tokens, mask, labels), mask)
+
     def forward(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Training loss for tokens (B, h, w, C) and labels (B,): one mask ratio per batch, a random order per
         example, and the diffusion loss on the masked tokens only."""
@@ -105,7 +109,7 @@ class MAR(nn.Module):
         num_masked = math.ceil(length * sample_mask_ratio(self.cfg.mask_ratio_min))
         orders = random_orders(b, length, device=x.device)
         mask = mask_by_order(orders, torch.full((b,), num_masked, device=x.device))
-        z = self.decode(self.encode(x, mask, drop_labels(labels, self.cfg.cond_drop, self.null_class)), mask)
+        z = self.conditions(x, mask, drop_labels(labels, self.cfg.cond_drop, self.null_class))
         return self.head.loss(x[mask], z[mask])
 
     # -------------------------------------------------------------------------------------------------
@@ -125,8 +129,7 @@ class MAR(nn.Module):
         for t in range(steps):
             s = guidance_at(t, steps, cfg, cfg_schedule)
             rows = 2 if s != 0 else 1                                         # cond (and null) rows, one batch
-            z = self.decode(self.encode(tokens.repeat(rows, 1, 1), mask.repeat(rows, 1),
-                                        torch.cat([labels, null][:rows])), mask.repeat(rows, 1))
+            z = self.conditions(tokens.repeat(rows, 1, 1), mask.repeat(rows, 1), torch.cat([labels, null][:rows]))
             next_mask = mask_by_order(orders, num_masked_after(t, steps, total, mask.sum(dim=1), schedule))
             reveal = mask & ~next_mask                                        # (B, L) tokens decided now
             if reveal.any():                                                  # (not when steps > tokens)

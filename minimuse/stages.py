@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from minimuse.checkpoint import load_checkpoint
-from minimuse.config import RunConfig, from_dict
+from minimuse.config import GeneratorConfig, RunConfig, from_dict
 from minimuse.data import build_dataset
 from minimuse.lpips import build_perceptual_loss
 from minimuse.mar import MAR
@@ -178,18 +178,25 @@ def fingerprint(model: nn.Module) -> float:
     return float(sum(p.double().sum() for p in model.state_dict().values() if p.dtype.is_floating_point))
 
 
+def new_generator(g: GeneratorConfig, token_size: int, seq_len: int, num_classes: int) -> nn.Module:
+    """A fresh generator of kind `g.kind` over `seq_len` tokens: MaskGIT over a codebook of `token_size` ids, or
+    MAR over continuous tokens of `token_size` channels."""
+    if g.kind == "maskgit":
+        return MaskedTransformer(g, token_size, seq_len, num_classes)
+    if g.kind == "mar":
+        return MAR(g, token_size, seq_len, num_classes)
+    raise ValueError(f"unknown generator.kind {g.kind!r}; choose maskgit or mar")
+
+
 def build_generator(cfg: RunConfig, tokenizer: VQGAN, num_classes: int) -> nn.Module:
     """The generator of `cfg.generator.kind` over this tokenizer's token grid."""
     side = cfg.data.resolution // tokenizer.f
-    if cfg.generator.kind == "maskgit":
-        if not tokenizer.discrete:
-            raise ValueError("generator.kind=maskgit needs a VQ tokenizer (tokenizer.bottleneck=vq)")
-        return MaskedTransformer(cfg.generator, tokenizer.cfg.codebook_size, side * side, num_classes)
-    if cfg.generator.kind == "mar":
-        if tokenizer.discrete:
-            raise ValueError("generator.kind=mar needs a continuous tokenizer (tokenizer.bottleneck=kl or plain)")
-        return MAR(cfg.generator, tokenizer.cfg.token_dim, side * side, num_classes)
-    raise ValueError(f"unknown generator.kind {cfg.generator.kind!r}; choose maskgit or mar")
+    if cfg.generator.kind == "maskgit" and not tokenizer.discrete:
+        raise ValueError("generator.kind=maskgit needs a VQ tokenizer (tokenizer.bottleneck=vq)")
+    if cfg.generator.kind == "mar" and tokenizer.discrete:
+        raise ValueError("generator.kind=mar needs a continuous tokenizer (tokenizer.bottleneck=kl or plain)")
+    token_size = tokenizer.cfg.codebook_size if tokenizer.discrete else tokenizer.cfg.token_dim
+    return new_generator(cfg.generator, token_size, side * side, num_classes)
 
 
 def generator_loss(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, net: nn.Module | None = None):
