@@ -20,7 +20,7 @@ The last samples are saved as a grid (one row per class).
 
     python benchmarks/token_shapes.py                                # R = 12, 1000 steps, ~8 min on 2 cores
     python benchmarks/token_shapes.py --set generator.label_smoothing=0 --steps 3000
-    python benchmarks/token_shapes.py --preset tiny-mar --steps 800 --eval-every 400     # MAR, ~13 min on 2 cores
+    python benchmarks/token_shapes.py --preset tiny-mar --steps 1500 --eval-every 500    # MAR, ~24 min on 2 cores
     python benchmarks/token_shapes.py --set generator.label_smoothing=0 --steps 50000 --eval-every 5000
         # on a GPU (picked by default): the open question, does far longer training close the gap?
 """
