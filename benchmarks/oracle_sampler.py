@@ -36,6 +36,7 @@ from minimuse.metrics import attribute_accuracy
 from minimuse.sampler import generate
 
 BACKGROUND_RGB = (30, 30, 30)
+PALETTE = torch.tensor([BACKGROUND_RGB, *COLOURS.values()]) / 127.5 - 1  # (5, 3): background, then the colours
 CHECKER_MIN_SIZE = 32    # the checker's rules are tuned for Shapes at 32 pixels; token_shapes.py draws 12 -> 36
 DISAGREEMENT_COST = 30.0  # nats per visible token a grid disagrees with: agreeing grids dominate when any exist
 
@@ -132,14 +133,13 @@ class ExactShapes:
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token grids (B, G, G) -> images (B, 3, S, S) in [-1, 1] (the tokenizer's role). Images under
         CHECKER_MIN_SIZE pixels are upscaled by an integer factor to at least that, as token_shapes.py does."""
-        palette = torch.tensor([BACKGROUND_RGB, *COLOURS.values()]) / 127.5 - 1                # (5, 3)
         pattern, colour = self._patterns_and_colours(tokens.flatten())
         on = torch.from_numpy(self.patterns)[pattern]                                           # (B*L, P*P)
         pixels = torch.where(on, colour[:, None] + 1, 0)
         pixels = rearrange(pixels, "(b h w) (p q) -> b (h p) (w q)", b=len(tokens), h=self.grid, p=self.patch)
         scale = -(-CHECKER_MIN_SIZE // (self.grid * self.patch))                              # ceil
         pixels = pixels.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
-        return rearrange(palette[pixels], "b y x c -> b c y x")
+        return rearrange(PALETTE[pixels], "b y x c -> b c y x")
 
 
 def main() -> None:

@@ -7,12 +7,15 @@ reads the grids (drawn as 3x-upscaled images). If accuracy stays low here too, t
 its sampler, not what the tokenizer hands it. With `--preset tiny-mar` the generator is MAR, and each token is
 the continuous RGB of its colour (scaled to unit variance); samples are read back as the nearest colour.
 
-Every `--eval-every` steps it prints the sample accuracy and two probes on held-out grids. MaskGIT:
+Every `--eval-every` steps it prints the sample accuracy and probes on held-out grids. MaskGIT:
 - how much the model reads the *shape* from the class: the masked-token NLL on and around the shape (mask rate
   0.5) given the true class, the class of the same colour and another shape, and the null class. A model that
   draws the class's shape pays clearly more with the wrong shape; one that only reads the colour pays the same.
 - a calibration check: the probability the model gives the background at masked positions at least 2 tokens
   away from the shape (mask rate 0.1). Label smoothing eps caps it at 1 - eps + eps / K.
+- how far its conditionals are from the exact ones (Bayes' rule over every image Shapes can draw; see
+  oracle_sampler.py) where the answer is nearly certain: KL(exact || model) on and next to the shape, 10% of
+  each grid masked. The samples lag this number; it says early whether a change helps.
 MAR: how much the diffusion head's samples follow their context. With 30% of each grid masked and the true
 class, what share of the masked shape tokens come out in the right colour, and what share of the masked
 background tokens come out as a shape colour. A head that ignores z samples near the marginal: mostly background.
@@ -34,7 +37,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from minimuse.config import apply_overrides, get_preset
-from minimuse.data import COLOURS, SHAPES_CLASS_NAMES, Shapes, shape_mask
+from minimuse.data import SHAPES_CLASS_NAMES, Shapes, shape_mask
 from minimuse.mar import MAR, mask_by_order, random_orders
 from minimuse.metrics import attribute_accuracy
 from minimuse.sampler import generate
@@ -43,8 +46,8 @@ from minimuse.trainer import lr_at, make_optimizer, pick_device, seed_everything
 from minimuse.viz import save_grid
 
 from generator_probe import label_nll  # benchmarks/ is on the path when this script runs
+from oracle_sampler import PALETTE, ExactShapes  # PALETTE: token id -> colour
 
-BACKGROUND_RGB = (30, 30, 30)
 HELD_OUT = 500  # grids after the training ones, for the probes
 
 
@@ -59,7 +62,6 @@ def token_shapes(resolution: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(grids).long(), torch.tensor(labels)
 
 
-PALETTE = torch.tensor([BACKGROUND_RGB, *COLOURS.values()]) / 127.5 - 1  # (5, 3): token id -> colour
 
 
 class TokenImages:
@@ -114,7 +116,20 @@ def mar_context(model: MAR, images: TokenImages, grids: torch.Tensor, labels: to
     return (sampled == true)[shape].float().mean().item(), (sampled[~shape] > 0).float().mean().item()
 
 
-def probes(model, images: TokenImages, grids: torch.Tensor, labels: torch.Tensor) -> dict[str, str]:
+@torch.no_grad()
+def exact_kl(model, oracle: ExactShapes, grids: torch.Tensor, labels: torch.Tensor, rate: float = 0.1) -> float:
+    """KL(exact || model) in nats, averaged over the masked tokens on and next to the shape, with `rate` of each
+    grid (N, R, R) masked: how far the model's conditionals are from Bayes' rule where the answer is nearly
+    certain (docs/benchmarks.md, "A fourth look")."""
+    inputs, _, masked = model.mask_tokens(grids, torch.Generator(grids.device).manual_seed(0), rate)
+    model_logp = model(inputs, labels).log_softmax(-1)                                        # (N, L, 5)
+    exact_logp = oracle(inputs.cpu(), labels.cpu()).to(grids.device).log_softmax(-1)
+    kl = (exact_logp.exp() * (exact_logp - model_logp)).sum(-1)                               # (N, L)
+    return kl[masked & near_shape(grids)].mean().item()
+
+
+def probes(model, images: TokenImages, grids: torch.Tensor, labels: torch.Tensor,
+           oracle: ExactShapes | None = None) -> dict[str, str]:
     """The held-out probes of the module docstring for this generator kind: column name -> value."""
     if model.cfg.kind == "mar":
         right, stray = mar_context(model, images, grids, labels)
@@ -122,7 +137,8 @@ def probes(model, images: TokenImages, grids: torch.Tensor, labels: torch.Tensor
                 "masked background sampled as shape": f"{stray:.3f}"}
     usage = label_nll(model, grids, labels, 0.5, where=near_shape(grids))
     return {"NLL near the shape: true class / other shape / null": " / ".join(f"{v:.3f}" for v in usage),
-            "p(background) far from the shape": f"{far_background_probability(model, grids, labels):.3f}"}
+            "p(background) far from the shape": f"{far_background_probability(model, grids, labels):.3f}",
+            "KL to exact, mask rate 0.1, near the shape": f"{exact_kl(model, oracle, grids, labels):.3f}"}
 
 
 def main() -> None:
@@ -149,6 +165,7 @@ def main() -> None:
     grids, labels = grids[:args.train_size], labels[:args.train_size]
     g, length, num_classes = cfg.generator, args.resolution ** 2, len(SHAPES_CLASS_NAMES)
     images = TokenImages(scale=PALETTE[grids.cpu()].std().item())
+    oracle = ExactShapes(args.resolution, 1, sides=32, positions=64) if g.kind == "maskgit" else None
     model = new_generator(g, PALETTE.shape[1] if g.kind == "mar" else len(PALETTE), length, num_classes).to(device)
     optimizer = make_optimizer(model.parameters(), tcfg)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -177,7 +194,7 @@ def main() -> None:
             with torch.no_grad():
                 samples = generate(model, images, eval_labels, cfg.sampler, seed=1)
                 acc = attribute_accuracy(samples, eval_labels, SHAPES_CLASS_NAMES)
-                probed = probes(model, images, held_grids, held_labels)
+                probed = probes(model, images, held_grids, held_labels, oracle)
             model.train()
             if not table_started:
                 print("| step | loss | samples: accuracy | shape | colour | " + " | ".join(probed) + " | time |")
