@@ -9,7 +9,7 @@ every masked token is then Bayes' rule over the enumerated grids that agree with
     p(x_i = v | x_visible, class) = sum_j w_j [grid_j(i) = v] [grid_j agrees with x_visible] / (same without [..= v])
 
 with w_j the share of (side, cx, cy) draws that render to grid j. `maskgit_sample` runs on these exact
-conditionals in place of a trained transformer (class -1 = null is the mixture over all 12 classes, so
+conditionals in place of a trained transformer (the null class, id 12, is the mixture of all 12 classes, so
 classifier-free guidance works as well), and the Shapes checker reads the decoded images. The result is
 the best any generator can reach with a sampler setting: what a trained model loses below it is the
 model's fault, what is lost below the data's own accuracy is the sampler's, from drawing tokens of the
@@ -94,8 +94,12 @@ class ExactShapes:
     def train(self, mode: bool = True):
         return self
 
-    def _patterns_and_colours(self, ids: torch.Tensor):
-        """Token ids (L,) -> pattern ids (L,) and colours (L,) (-1 for the empty patch and [MASK])."""
+    def token_ids(self, pattern: torch.Tensor, colour: int) -> torch.Tensor:
+        """Pattern ids (...) of one colour -> token ids (...); the inverse of `patterns_and_colours`."""
+        return torch.where(pattern > 0, 1 + self.colours * (pattern - 1) + colour, 0)
+
+    def patterns_and_colours(self, ids: torch.Tensor):
+        """Token ids (...) -> pattern ids (...) and colours (...) (-1 for the empty patch and [MASK])."""
         shaped = (ids > 0) & (ids < self.mask_id)
         pattern = torch.where(shaped, (ids - 1) // self.colours + 1, 0)
         colour = torch.where(shaped, (ids - 1) % self.colours, -1)
@@ -113,7 +117,7 @@ class ExactShapes:
     def __call__(self, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         out = torch.empty(len(ids), self.seq_len, self.vocab)
         for row, (x, label) in enumerate(zip(ids, labels.tolist())):
-            pattern, colour = self._patterns_and_colours(x)
+            pattern, colour = self.patterns_and_colours(x)
             visible = x != self.mask_id
             classes = range(self.null_class) if label == self.null_class else [label]
             evidence, probs = [], []
@@ -133,7 +137,7 @@ class ExactShapes:
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token grids (B, G, G) -> images (B, 3, S, S) in [-1, 1] (the tokenizer's role). Images under
         CHECKER_MIN_SIZE pixels are upscaled by an integer factor to at least that, as token_shapes.py does."""
-        pattern, colour = self._patterns_and_colours(tokens.flatten())
+        pattern, colour = self.patterns_and_colours(tokens.flatten())
         on = torch.from_numpy(self.patterns)[pattern]                                           # (B*L, P*P)
         pixels = torch.where(on, colour[:, None] + 1, 0)
         pixels = rearrange(pixels, "(b h w) (p q) -> b (h p) (w q)", b=len(tokens), h=self.grid, p=self.patch)
@@ -190,8 +194,7 @@ def sample_data(oracle: ExactShapes, labels: torch.Tensor) -> torch.Tensor:
     for label in labels.tolist():
         shape, colour = divmod(label, oracle.colours)
         j = torch.multinomial(oracle.log_weights[shape].exp(), 1, generator=generator).item()
-        pattern = oracle.grids[shape][j]
-        grids.append(torch.where(pattern > 0, 1 + oracle.colours * (pattern - 1) + colour, 0))
+        grids.append(oracle.token_ids(oracle.grids[shape][j], colour))
     return torch.stack(grids).view(len(labels), oracle.grid, oracle.grid)
 
 

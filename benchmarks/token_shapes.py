@@ -62,8 +62,6 @@ def token_shapes(resolution: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(grids).long(), torch.tensor(labels)
 
 
-
-
 class TokenImages:
     """Stands in for the tokenizer. Ids (B, R, R) -> images (B, 3, 3R, 3R) in [-1, 1]. For MAR, `continuous`
     turns ids into RGB tokens (B, R, R, 3) divided by `scale` (their std, so they have unit variance, as the
