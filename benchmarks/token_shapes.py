@@ -15,15 +15,20 @@ Every `--eval-every` steps it prints the sample accuracy and probes on held-out 
   away from the shape (mask rate 0.1). Label smoothing eps caps it at 1 - eps + eps / K.
 - how far its conditionals are from the exact ones (Bayes' rule over every image Shapes can draw; see
   oracle_sampler.py) where the answer is nearly certain: KL(exact || model) on and next to the shape, 10% of
-  each grid masked. The samples lag this number; it says early whether a change helps.
+  each grid masked. The samples lag this number; it says early whether a change helps. Next to it, how often
+  the model, the exact conditionals and the best 3x3 local rule (`LocalRule`) guess those tokens right.
 MAR: how much the diffusion head's samples follow their context. With 30% of each grid masked and the true
 class, what share of the masked shape tokens come out in the right colour, and what share of the masked
 background tokens come out as a shape colour. A head that ignores z samples near the marginal: mostly background.
+With `--raster` the same MaskGIT blocks are trained as a raster-order autoregressive model instead (causal
+attention, every token predicted from the ones before it) and sampled token by token: the comparison of
+docs/benchmarks.md ("A third look"). It prints the samples only; the probes above read masked conditionals.
 The last samples are saved as a grid (one row per class).
 
     python benchmarks/token_shapes.py                                # R = 12, 1000 steps, ~8 min on 2 cores
     python benchmarks/token_shapes.py --set generator.label_smoothing=0 --steps 3000
     python benchmarks/token_shapes.py --preset tiny-mar --steps 1500 --eval-every 500    # MAR, ~24 min on 2 cores
+    python benchmarks/token_shapes.py --raster --steps 1500 --eval-every 500 --set generator.label_smoothing=0
     python benchmarks/token_shapes.py --set generator.label_smoothing=0 --steps 50000 --eval-every 5000
         # on a GPU (picked by default): the open question, does far longer training close the gap?
 """
@@ -42,6 +47,7 @@ from minimuse.mar import MAR, mask_by_order, random_orders
 from minimuse.metrics import attribute_accuracy
 from minimuse.sampler import generate
 from minimuse.stages import generator_loss, new_generator
+from minimuse.transformer import MaskedTransformer, drop_labels, random_mask
 from minimuse.trainer import lr_at, make_optimizer, pick_device, seed_everything
 from minimuse.viz import save_grid
 
@@ -82,6 +88,35 @@ class TokenImages:
         return PALETTE.to(ids.device)[ids].permute(0, 3, 1, 2).repeat_interleave(3, dim=2).repeat_interleave(3, dim=3)
 
 
+# ---------------------------------------------------------------------------------------------------------
+# The raster-order comparison: MaskedTransformer(causal=True), its forward unchanged. The [MASK] id doubles as
+# a start token, so the input (start, x_0, ..., x_{L-2}) gives at position j the logits of x_j from the class
+# and x_0 .. x_{j-1} (Esser et al. 2021 §3.2 order; LlamaGen puts the class token first in the same way).
+# ---------------------------------------------------------------------------------------------------------
+
+def raster_loss(model: MaskedTransformer, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy over every token of grids ids (B, h, w), the class dropped to null as in
+    MaskGIT's training (so both objectives see the same conditioning)."""
+    targets = ids.flatten(1)                                                              # (B, L)
+    inputs = torch.cat([torch.full_like(targets[:, :1], model.mask_id), targets[:, :-1]], dim=1)
+    logits = model(inputs, drop_labels(labels, model.cfg.cond_drop, model.null_class))  # (B, L, K)
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), label_smoothing=model.cfg.label_smoothing)
+
+
+@torch.no_grad()
+def raster_sample(model: MaskedTransformer, labels: torch.Tensor, temperature: float, seed: int) -> torch.Tensor:
+    """Token grids (B, R, R), one token per forward pass in raster order, no guidance and no KV cache: each pass
+    re-reads the whole prefix, L passes in all."""
+    generator = torch.Generator(labels.device).manual_seed(seed)
+    ids = torch.full((len(labels), 1), model.mask_id, device=labels.device)                # (B, 1): the start
+    for _ in range(model.seq_len):
+        logits = model(ids, labels)[:, -1].float() / temperature                           # (B, K)
+        gumbel = -torch.empty_like(logits).exponential_(generator=generator).log()
+        ids = torch.cat([ids, (logits + gumbel).argmax(-1, keepdim=True)], dim=1)          # Gumbel-max draw
+    side = math.isqrt(model.seq_len)
+    return ids[:, 1:].view(-1, side, side)
+
+
 @torch.no_grad()
 def far_background_probability(model, grids: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean p(background) at masked positions >= 2 tokens from any shape token, 10% of tokens masked."""
@@ -114,29 +149,71 @@ def mar_context(model: MAR, images: TokenImages, grids: torch.Tensor, labels: to
     return (sampled == true)[shape].float().mean().item(), (sampled[~shape] > 0).float().mean().item()
 
 
+class LocalRule:
+    """The best purely local predictor, for scale: the token most often found behind each 3x3 neighbourhood
+    (the 8 neighbours' ids, [MASK] and the grid's outside included) in the training grids with a share `rate`
+    masked; an unseen neighbourhood predicts background. A model that beats it reads beyond adjacent tokens."""
+
+    def __init__(self, grids: torch.Tensor, mask_id: int, rate: float = 0.1, passes: int = 5):
+        self.mask_id = mask_id
+        generator = torch.Generator(grids.device).manual_seed(0)
+        codes, targets = [], []
+        for _ in range(passes):
+            mask = random_mask(torch.full((len(grids),), rate, device=grids.device), grids[0].numel(), generator)
+            codes.append(self.codes(torch.where(mask.view_as(grids), mask_id, grids))[mask])
+            targets.append(grids.flatten(1)[mask])
+        self.keys, inverse = torch.cat(codes).unique(return_inverse=True)                     # (U,), (M,)
+        counts = torch.zeros(len(self.keys), mask_id, device=grids.device)
+        counts.index_put_((inverse, torch.cat(targets)), torch.ones_like(inverse, dtype=torch.float), accumulate=True)
+        self.best = counts.argmax(-1)                                                          # (U,)
+
+    def codes(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(N, R, R) ids with [MASK] -> (N, L) one integer per position naming its 8 neighbours' ids."""
+        base = self.mask_id + 2                                                    # ids, [MASK], outside
+        padded = F.pad(inputs, (1, 1, 1, 1), value=self.mask_id + 1)
+        r = inputs.shape[-1]
+        code = torch.zeros_like(inputs)
+        for dy, dx in [(dy, dx) for dy in range(3) for dx in range(3) if (dy, dx) != (1, 1)]:
+            code = code * base + padded[:, dy:dy + r, dx:dx + r]
+        return code.flatten(1)
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(N, R, R) ids with [MASK] -> (N, L) predicted ids."""
+        codes = self.codes(inputs)
+        at = torch.searchsorted(self.keys, codes).clamp(max=len(self.keys) - 1)
+        return torch.where(self.keys[at] == codes, self.best[at], 0)
+
+
 @torch.no_grad()
-def exact_kl(model, oracle: ExactShapes, grids: torch.Tensor, labels: torch.Tensor, rate: float = 0.1) -> float:
-    """KL(exact || model) in nats, averaged over the masked tokens on and next to the shape, with `rate` of each
-    grid (N, R, R) masked: how far the model's conditionals are from Bayes' rule where the answer is nearly
-    certain (docs/benchmarks.md, "A fourth look")."""
-    inputs, _, masked = model.mask_tokens(grids, torch.Generator(grids.device).manual_seed(0), rate)
+def near_certain(model, oracle: ExactShapes, rule: LocalRule, grids: torch.Tensor, labels: torch.Tensor,
+                 rate: float = 0.1) -> tuple[float, float, float, float]:
+    """Where the answer is nearly certain: `rate` of each grid (N, R, R) masked, scored on the masked tokens on
+    and next to the shape. Returns KL(exact || model) in nats (how far the model's conditionals are from Bayes'
+    rule; docs/benchmarks.md, "A fourth look") and the share of those tokens whose most likely id is right for
+    the model, the exact conditionals and the 3x3 LocalRule."""
+    inputs, targets, masked = model.mask_tokens(grids, torch.Generator(grids.device).manual_seed(0), rate)
     model_logp = model(inputs, labels).log_softmax(-1)                                        # (N, L, 5)
     exact_logp = oracle(inputs.cpu(), labels.cpu()).to(grids.device).log_softmax(-1)
     kl = (exact_logp.exp() * (exact_logp - model_logp)).sum(-1)                               # (N, L)
-    return kl[masked & near_shape(grids)].mean().item()
+    where = masked & near_shape(grids)
+    right = [(guess == targets)[where].float().mean().item()
+             for guess in (model_logp.argmax(-1), exact_logp.argmax(-1), rule(inputs.view_as(grids)))]
+    return kl[where].mean().item(), *right
 
 
 def probes(model, images: TokenImages, grids: torch.Tensor, labels: torch.Tensor,
-           oracle: ExactShapes | None = None) -> dict[str, str]:
+           oracle: ExactShapes | None = None, rule: LocalRule | None = None) -> dict[str, str]:
     """The held-out probes of the module docstring for this generator kind: column name -> value."""
     if model.cfg.kind == "mar":
         right, stray = mar_context(model, images, grids, labels)
         return {"masked shape tokens sampled right (70% visible)": f"{right:.3f}",
                 "masked background sampled as shape": f"{stray:.3f}"}
     usage = label_nll(model, grids, labels, 0.5, where=near_shape(grids))
+    kl, *right = near_certain(model, oracle, rule, grids, labels)
     return {"NLL near the shape: true class / other shape / null": " / ".join(f"{v:.3f}" for v in usage),
             "p(background) far from the shape": f"{far_background_probability(model, grids, labels):.3f}",
-            "KL to exact, mask rate 0.1, near the shape": f"{exact_kl(model, oracle, grids, labels):.3f}"}
+            "KL to exact, mask rate 0.1, near the shape": f"{kl:.3f}",
+            "right there: model / exact / 3x3 rule": " / ".join(f"{v:.3f}" for v in right)}
 
 
 def main() -> None:
@@ -150,6 +227,8 @@ def main() -> None:
     p.add_argument("--per-class", type=int, default=16, help="samples per class at each evaluation")
     p.add_argument("--grid", default="runs/token_shapes.png", help="where to save the last samples")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda > mps > cpu)")
+    p.add_argument("--raster", action="store_true",
+                   help="train the MaskGIT blocks as a raster-order autoregressive model instead (causal attention)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
     cfg = apply_overrides(get_preset(args.preset), args.overrides)
@@ -163,15 +242,20 @@ def main() -> None:
     grids, labels = grids[:args.train_size], labels[:args.train_size]
     g, length, num_classes = cfg.generator, args.resolution ** 2, len(SHAPES_CLASS_NAMES)
     images = TokenImages(scale=PALETTE[grids.cpu()].std().item())
-    oracle = ExactShapes(args.resolution, 1, sides=32, positions=64) if g.kind == "maskgit" else None
-    model = new_generator(g, PALETTE.shape[1] if g.kind == "mar" else len(PALETTE), length, num_classes).to(device)
+    if args.raster and g.kind != "maskgit":
+        raise SystemExit("--raster trains the MaskGIT blocks causally; use it with --preset tiny")
+    masked = g.kind == "maskgit" and not args.raster        # the probes read masked conditionals
+    oracle = ExactShapes(args.resolution, 1, sides=32, positions=64) if masked else None
+    rule = LocalRule(grids[:args.train_size], len(PALETTE)) if masked else None
+    model = (MaskedTransformer(g, len(PALETTE), length, num_classes, causal=True) if args.raster else
+             new_generator(g, PALETTE.shape[1] if g.kind == "mar" else len(PALETTE), length, num_classes)).to(device)
     optimizer = make_optimizer(model.parameters(), tcfg)
     generator = torch.Generator().manual_seed(cfg.seed)
     eval_labels = torch.arange(num_classes, device=device).repeat_interleave(args.per_class)
     n = len(eval_labels)
     real = attribute_accuracy(images.decode(grids[:n]), labels[:n], SHAPES_CLASS_NAMES)
-    print(f"token Shapes {args.resolution}x{args.resolution}, generator {g.kind}; the checker reads the training "
-          f"grids {real['accuracy']:.1%} right", end="")
+    print(f"token Shapes {args.resolution}x{args.resolution}, generator {g.kind}{' (raster order)' * args.raster}; "
+          f"the checker reads the training grids {real['accuracy']:.1%} right", end="")
     if g.kind == "maskgit":
         eps = g.label_smoothing
         print(f"; label smoothing {eps} caps p(background) at {1 - eps + eps / len(PALETTE):.3f}", end="")
@@ -182,7 +266,8 @@ def main() -> None:
             group["lr"] = lr_at(step, tcfg)
         batch = torch.randint(0, len(grids), (tcfg.batch_size,), generator=generator)
         tokens = images.continuous(grids[batch]) if g.kind == "mar" else grids[batch]   # MAR: continuous tokens
-        loss, _ = generator_loss(model, tokens, labels[batch])
+        loss = (raster_loss(model, tokens, labels[batch]) if args.raster else
+                generator_loss(model, tokens, labels[batch])[0])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
@@ -190,17 +275,20 @@ def main() -> None:
         if (step + 1) % args.eval_every == 0 or step == tcfg.steps - 1:
             model.eval()
             with torch.no_grad():
-                samples = generate(model, images, eval_labels, cfg.sampler, seed=1)
+                if args.raster:
+                    samples = images.decode(raster_sample(model, eval_labels, cfg.sampler.temperature, seed=1))
+                else:
+                    samples = generate(model, images, eval_labels, cfg.sampler, seed=1)
                 acc = attribute_accuracy(samples, eval_labels, SHAPES_CLASS_NAMES)
-                probed = probes(model, images, held_grids, held_labels, oracle)
+                probed = probes(model, images, held_grids, held_labels, oracle, rule) if not args.raster else {}
             model.train()
+            row = {"step": f"{step + 1}", "loss": f"{loss.item():.3f}", "samples: accuracy": f"{acc['accuracy']:.1%}",
+                   "shape": f"{acc['shape_accuracy']:.1%}", "colour": f"{acc['colour_accuracy']:.1%}", **probed,
+                   "time": f"{time.perf_counter() - start:.0f} s"}
             if not table_started:
-                print("| step | loss | samples: accuracy | shape | colour | " + " | ".join(probed) + " | time |")
-                print("|---" * (6 + len(probed)) + "|")
+                print("| " + " | ".join(row) + " |\n" + "|---" * len(row) + "|")
                 table_started = True
-            print(f"| {step + 1} | {loss.item():.3f} | {acc['accuracy']:.1%} | {acc['shape_accuracy']:.1%} | "
-                  f"{acc['colour_accuracy']:.1%} | " + " | ".join(probed.values()) +
-                  f" | {time.perf_counter() - start:.0f} s |", flush=True)
+            print("| " + " | ".join(row.values()) + " |", flush=True)
     save_grid(samples, args.grid, nrow=args.per_class, scale=4)
     print(f"samples of the last evaluation (one row per class): {args.grid}")
 
