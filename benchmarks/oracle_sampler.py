@@ -34,6 +34,7 @@ from minimuse.config import get_preset
 from minimuse.data import COLOURS, SHAPES, SHAPES_CLASS_NAMES, ShapeAttributes, shape_mask
 from minimuse.metrics import attribute_accuracy
 from minimuse.sampler import generate
+from minimuse.transformer import MaskedTransformer
 
 BACKGROUND_RGB = (30, 30, 30)
 PALETTE = torch.tensor([BACKGROUND_RGB, *COLOURS.values()]) / 127.5 - 1  # (5, 3): background, then the colours
@@ -66,7 +67,8 @@ def enumerate_grids(shape: int, grid: int, patch: int, sides: int, positions: in
 
 class ExactShapes:
     """Exact conditionals of jitter-free Shapes token grids, with the interface of a `MaskedTransformer`
-    (seq_len, mask_id, null_class, cfg.kind, eval/train, and ids (B, L), labels (B,) -> logits (B, L, V)).
+    (seq_len, mask_id, null_class, cfg.kind, eval/train, mask_tokens, and ids (B, L), labels (B,) -> logits
+    (B, L, V)), so the sampler and the probes that read a transformer run on it unchanged.
 
     Token ids: 0 is the empty patch, 1 + 4 * (pattern - 1) + colour a patch with that pattern of that colour
     (patterns indexed over all three shapes together)."""
@@ -93,6 +95,10 @@ class ExactShapes:
 
     def train(self, mode: bool = True):
         return self
+
+    def mask_tokens(self, ids: torch.Tensor, generator: torch.Generator | None = None, rate: float | None = None):
+        """The transformer's own masking of token grids (B, h, w) -> (inputs, targets, mask), each (B, L)."""
+        return MaskedTransformer.mask_tokens(self, ids, generator, rate)
 
     def token_ids(self, pattern: torch.Tensor, colour: int) -> torch.Tensor:
         """Pattern ids (...) of one colour -> token ids (...); the inverse of `patterns_and_colours`."""

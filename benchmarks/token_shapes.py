@@ -260,6 +260,10 @@ def main() -> None:
         eps = g.label_smoothing
         print(f"; label smoothing {eps} caps p(background) at {1 - eps + eps / len(PALETTE):.3f}", end="")
     print()
+    if masked:
+        exact = label_nll(oracle, held_grids.cpu(), held_labels.cpu(), 0.5, where=near_shape(held_grids.cpu()))
+        print("the exact conditionals' NLL near the shape (true class / other shape / null): "
+              + " / ".join(f"{v:.3f}" for v in exact))
     start, table_started = time.perf_counter(), False
     for step in range(tcfg.steps):
         for group in optimizer.param_groups:

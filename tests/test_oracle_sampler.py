@@ -9,6 +9,7 @@ from minimuse.data import ShapeAttributes, shape_mask
 from minimuse.sampler import maskgit_sample
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from generator_probe import label_nll  # noqa: E402
 from oracle_sampler import ExactShapes, enumerate_grids, sample_data  # noqa: E402
 
 
@@ -58,3 +59,14 @@ def test_one_token_per_step_draws_only_real_grids(oracle):
         assert (oracle.grids[shape] == pattern).all(1).any()
     images = oracle.decode(ids)
     assert images.shape == (12, 3, 32, 32) and images.min() >= -1 and images.max() <= 1
+
+
+def test_the_probes_run_on_the_oracle(oracle):
+    """label_nll masks grids with the transformer's own masking; on the exact conditionals, a class whose shape
+    contradicts the visible tokens costs far more than the true one, and the null class lies in between."""
+    labels = torch.arange(12)
+    grids = sample_data(oracle, labels)                                   # (12, 4, 4)
+    inputs, targets, mask = oracle.mask_tokens(grids, torch.Generator().manual_seed(0), 0.5)
+    assert (inputs[mask] == oracle.mask_id).all() and torch.equal(inputs[~mask], targets[~mask])
+    true, other_shape, null = label_nll(oracle, grids, labels, 0.5)
+    assert true < null < other_shape and other_shape > true + 1
