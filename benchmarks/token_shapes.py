@@ -49,8 +49,8 @@ from minimuse.mar import MAR, mask_by_order, random_orders
 from minimuse.metrics import attribute_accuracy
 from minimuse.sampler import generate
 from minimuse.stages import generator_loss, new_generator
-from minimuse.transformer import MaskedTransformer, drop_labels, random_mask
 from minimuse.trainer import lr_at, make_optimizer, pick_device, seed_everything
+from minimuse.transformer import MaskedTransformer, drop_labels, random_mask
 from minimuse.viz import save_grid
 
 from generator_probe import label_nll  # benchmarks/ is on the path when this script runs

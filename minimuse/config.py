@@ -62,6 +62,7 @@ class GeneratorConfig:
     dropout: float = 0.0
     cond_drop: float = 0.1               # classifier-free guidance: P(class -> null class) in training (Muse §2.7)
     label_smoothing: float = 0.1
+    local_conv: bool = False             # MaskGIT: a depthwise 3x3 conv over the token grid in every block
     # MAR only
     decoder_depth: int = 2               # MAE-style decoder blocks after the encoder
     buffer_tokens: int = 4               # 64 in the paper; fewer for short sequences

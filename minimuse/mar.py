@@ -52,6 +52,8 @@ class MAR(nn.Module):
 
     def __init__(self, cfg: GeneratorConfig, token_dim: int, seq_len: int, num_classes: int):
         super().__init__()
+        if cfg.local_conv:
+            raise ValueError("generator.local_conv is MaskGIT-only for now: MAR's encoder sees no full grid")
         self.cfg, self.token_dim, self.seq_len, self.num_classes = cfg, token_dim, seq_len, num_classes
         self.null_class = num_classes
         n, d = cfg.buffer_tokens, cfg.dim

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 
 from minimuse.config import GeneratorConfig
 from minimuse.sampler import maskgit_sample
-from minimuse.transformer import (MaskedTransformer, attention, drop_labels, masked_token_loss, random_mask,
-                                  sample_mask_rates)
+from minimuse.transformer import (LocalConv, MaskedTransformer, attention, drop_labels, masked_token_loss,
+                                  random_mask, sample_mask_rates)
 
 
 def tiny_model(codebook=8, side=4, classes=4, **kw) -> MaskedTransformer:
@@ -107,3 +107,19 @@ def test_overfits_a_handful_of_token_grids():
     model.eval()
     out = maskgit_sample(model, labels, steps=4, temperature=0.1, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out, grids)
+
+
+def test_local_conv_starts_as_identity_and_sees_only_3x3_neighbours():
+    torch.manual_seed(0)
+    local = LocalConv(dim=8, side=4)
+    x = torch.randn(2, 1 + 16, 8)                                          # a class token, then a 4x4 grid
+    assert torch.equal(local(x), x)                                        # zero-initialised: a fresh block is plain
+    torch.nn.init.normal_(local.conv.weight)
+    changed = x.clone()
+    changed[:, 1 + 5] += 1.0                                               # grid cell (1, 1)
+    moved = (local(changed) - local(x)).abs().amax(dim=(0, 2)) > 0         # (17,) which tokens changed
+    near = {1 + 4 * y + c for y in range(3) for c in range(3)}             # cells (0..2, 0..2)
+    assert moved[0].item() is False                                        # the class token passes unchanged
+    assert {i for i in range(17) if moved[i]} == near
+    with pytest.raises(AssertionError, match="next row"):
+        MaskedTransformer(GeneratorConfig(dim=8, heads=2, local_conv=True), 5, 16, 12, causal=True)
