@@ -248,7 +248,7 @@ def main() -> None:
         raise SystemExit("--raster trains the MaskGIT blocks causally; use it with --preset tiny")
     masked = g.kind == "maskgit" and not args.raster        # the probes read masked conditionals
     oracle = ExactShapes(args.resolution, 1, sides=32, positions=64) if masked else None
-    rule = LocalRule(grids[:args.train_size], len(PALETTE)) if masked else None
+    rule = LocalRule(grids, len(PALETTE)) if masked else None
     model = (MaskedTransformer(g, len(PALETTE), length, num_classes, causal=True) if args.raster else
              new_generator(g, PALETTE.shape[1] if g.kind == "mar" else len(PALETTE), length, num_classes)).to(device)
     optimizer = make_optimizer(model.parameters(), tcfg)
