@@ -52,8 +52,6 @@ class MAR(nn.Module):
 
     def __init__(self, cfg: GeneratorConfig, token_dim: int, seq_len: int, num_classes: int):
         super().__init__()
-        if cfg.local_conv:
-            raise ValueError("generator.local_conv is MaskGIT-only for now: MAR's encoder sees no full grid")
         self.cfg, self.token_dim, self.seq_len, self.num_classes = cfg, token_dim, seq_len, num_classes
         self.null_class = num_classes
         n, d = cfg.buffer_tokens, cfg.dim
@@ -64,7 +62,10 @@ class MAR(nn.Module):
         self.enc_norm = nn.LayerNorm(d)
         self.mask_emb = nn.Parameter(torch.zeros(1, 1, d))
         self.dec_pos = nn.Parameter(torch.zeros(1, n + seq_len, d))
-        self.decoder = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.decoder_depth))
+        side = math.isqrt(seq_len) if cfg.local_conv else None              # the decoder alone sees the full grid
+        assert side is None or side * side == seq_len, "local_conv needs a square token grid"
+        self.decoder = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio, cfg.dropout, side)
+                                     for _ in range(cfg.decoder_depth))
         self.dec_norm = nn.LayerNorm(d)
         self.head_pos = nn.Parameter(torch.zeros(1, seq_len, d))          # position info for the diffusion head
         self.apply(init_weights)

@@ -45,6 +45,17 @@ def test_encoder_sees_the_buffer_and_the_visible_tokens_only():
     assert z.shape == (2, 16, 32)
 
 
+def test_local_conv_goes_in_the_decoder_only_and_starts_as_the_plain_model():
+    plain, conv = tiny_mar().eval(), tiny_mar(local_conv=True).eval()
+    assert all(b.local is None for b in conv.encoder)                # the encoder sees visible tokens, no grid
+    assert all(b.local.side == 4 for b in conv.decoder)
+    missing = conv.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(".local." in k for k in missing)           # only the convs are new, still zero
+    tokens, labels = torch.randn(2, 16, 4), torch.tensor([0, 2])
+    mask = mask_by_order(random_orders(2, 16, torch.Generator().manual_seed(1)), torch.tensor([10, 10]))
+    assert torch.allclose(conv.conditions(tokens, mask, labels), plain.conditions(tokens, mask, labels), atol=1e-6)
+
+
 def test_training_loss_reaches_the_transformer_once_the_head_listens():
     model = tiny_mar()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
