@@ -5,6 +5,7 @@ rate counts the FLOPs a training step must do (PaLM appendix B / nanoGPT's estim
 token for the matmuls, plus 12 * L * D per token per layer for attention) and divides by the measured step time.
 
     python benchmarks/mfu.py --preset tiny [--dtype bf16] [--device cuda]
+    python benchmarks/mfu.py --set generator.local_conv=true     # what the 3x3 convolutions cost per step
 """
 import argparse
 import statistics
@@ -12,7 +13,7 @@ import time
 
 import torch
 
-from minimuse.config import get_preset
+from minimuse.config import apply_overrides, get_preset
 from minimuse.transformer import MaskedTransformer, masked_token_loss
 from minimuse.trainer import make_optimizer
 
@@ -53,9 +54,10 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
     device, dtype = torch.device(args.device), {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
-    cfg = get_preset(args.preset)
+    cfg = apply_overrides(get_preset(args.preset), args.overrides)
     side = cfg.data.resolution // 2 ** (len(cfg.tokenizer.channel_mult) - 1)
     model = MaskedTransformer(cfg.generator, cfg.tokenizer.codebook_size, side * side, 12).to(device)
     opt = make_optimizer(model.parameters(), cfg.train_generator)

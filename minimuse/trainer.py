@@ -12,6 +12,7 @@ with resume. The loop for one step:
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import os
 import random
@@ -44,15 +45,38 @@ def pick_device(name: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
+@functools.cache
+def cpu_bf16_speedup(n: int = 512, repeats: int = 5) -> float:
+    """How many times faster an n x n matmul runs in bf16 than in fp32 on this CPU (medians of `repeats`).
+
+    About 4 on CPUs with avx512_bf16 or AMX, such as the 2-core machine of docs/benchmarks.md; below 1 where
+    bf16 is emulated, as on most laptops. Measured once per process (~0.1 s).
+    """
+    times = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        a @ b                                                             # warm-up
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            a @ b
+            runs.append(time.perf_counter() - start)
+        times[dtype] = sorted(runs)[repeats // 2]
+    return times[torch.float32] / times[torch.bfloat16]
+
+
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """bf16 autocast where the device supports it. "auto" keeps fp32 on CPU: bf16 is only fast on CPUs with
-    avx512_bf16/AMX, which most laptops lack (measured in benchmarks/)."""
+    """bf16 autocast where the device runs it fast. "auto": bf16 on CUDA GPUs that support it, and on CPUs
+    whose bf16 matmuls are at least twice as fast as fp32 (a quick probe: the tiny generator step then runs
+    ~1.8x faster, docs/benchmarks.md); fp32 elsewhere."""
     if precision == "fp32":
         return None
     if precision == "bf16":
         return torch.bfloat16
     if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        return torch.bfloat16 if device.type == "cpu" and cpu_bf16_speedup() >= 2 else None
     raise ValueError(f"unknown precision {precision!r}; choose auto, fp32 or bf16")
 
 
@@ -156,6 +180,8 @@ def fit(stage, batches: Iterator, tcfg: TrainConfig, out_dir: Path, run_config, 
             print(f"resuming {stage.kind} from step {start}")
     stage.wrap(ddp=world > 1, compile=tcfg.compile)
     dtype = autocast_dtype(stage.device, tcfg.precision)
+    if is_main:
+        print(f"{stage.kind}: {'bf16 autocast' if dtype else 'fp32'} on {stage.device} (precision={tcfg.precision})")
     log = CSVLog(out_dir / f"{stage.kind}_log.csv", resume=resume and start > 0) if is_main else None
 
     def save(step: int) -> None:
