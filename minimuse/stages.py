@@ -301,6 +301,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, stages: tuple[str, ...], d
             cfg.tokenizer = tok_cfg.tokenizer                             # the tokenizer's own config rules
         start = time.perf_counter()
         tokens = cache_tokens(tokenizer, train, out_dir / "tokens.pt", device)
+        seed_everything(cfg.seed)             # the same generator whether the tokens were encoded or read from disk
         stage = GeneratorStage(cfg, device, tokenizer, train.class_names)
         tcfg = cfg.train_generator
         fit(stage, infinite_batches(tokens, tcfg.batch_size, cfg.seed, device), tcfg, out_dir, cfg, resume)

@@ -97,6 +97,20 @@ def test_generator_stage_reuses_the_tokenizer_and_resume_continues(run_dir):
     assert torch.load(run_dir / "tokenizer.pt", weights_only=True)["step"] == before
 
 
+def test_generator_stage_is_the_same_whether_the_token_cache_is_hit(run_dir, tmp_path):
+    # encoding the tokens draws from the global RNG (a DataLoader does); the generator must not depend on it
+    for name, files in (("encode", ["tokenizer.pt"]), ("cached", ["tokenizer.pt", "tokens.pt"])):
+        (tmp_path / name).mkdir()
+        for f in files:
+            (tmp_path / name / f).write_bytes((run_dir / f).read_bytes())
+        result = run("train.py", "--preset", "tiny", "--stage", "generator", "--steps", "2",
+                     "--out", str(tmp_path / name), *SMALL)
+        assert ("encode tokens" in result.stderr) == (name == "encode")
+    encoded, cached = (torch.load(tmp_path / n / "generator.pt", weights_only=True)["model"]
+                       for n in ("encode", "cached"))
+    assert all(torch.equal(encoded[k], cached[k]) for k in encoded)
+
+
 def test_mar_trains_and_samples_end_to_end(tmp_path):
     out = tmp_path / "mar"
     run("train.py", "--preset", "tiny-mar", "--steps", "2", "--out", str(out), *SMALL,
