@@ -26,13 +26,15 @@ docs/benchmarks.md ("A third look"). It prints the samples only; the probes abov
 The last samples are saved as a grid (one row per class).
 
     python benchmarks/token_shapes.py                                # R = 12, 1000 steps, ~8 min on 2 cores
-    python benchmarks/token_shapes.py --set generator.label_smoothing=0 --steps 3000
+    python benchmarks/token_shapes.py --set generator.label_smoothing=0 --steps 2000 --eval-every 500
+        # the tiny preset's blocks, with their 3x3 convolutions: 74% at step 2000 in a scratch run
+    python benchmarks/token_shapes.py --set generator.local_conv=false --set generator.label_smoothing=0 --steps 3000
+        # without the convolutions: near 35-43%, however long (docs/benchmarks.md, "A fifth look")
     python benchmarks/token_shapes.py --preset tiny-mar --steps 1500 --eval-every 500    # MAR, ~24 min on 2 cores
     python benchmarks/token_shapes.py --raster --steps 1500 --eval-every 500 --set generator.label_smoothing=0
-        # the same blocks in raster order, ~26 min at 1 thread: 89% where the masked model stays near 35%
+        # the same blocks in raster order (convolutions off), ~26 min at 1 thread: 89%
     python benchmarks/token_shapes.py --set generator.label_smoothing=0 --steps 250000 --eval-every 25000
-        # on a GPU (picked by default): the open question, does far longer training close the gap? 30,000
-        # steps at a quarter of the width reached 41% (docs/benchmarks.md, "A fifth look")
+        # on a GPU (picked by default): how close far longer training gets to the exact conditionals
 """
 import argparse
 import math
@@ -246,6 +248,9 @@ def main() -> None:
     images = TokenImages(scale=PALETTE[grids.cpu()].std().item())
     if args.raster and g.kind != "maskgit":
         raise SystemExit("--raster trains the MaskGIT blocks causally; use it with --preset tiny")
+    if args.raster and g.local_conv:
+        g.local_conv = False
+        print("--raster: generator.local_conv off (a 3x3 window would let a position see the row below)")
     masked = g.kind == "maskgit" and not args.raster        # the probes read masked conditionals
     oracle = ExactShapes(args.resolution, 1, sides=32, positions=64) if masked else None
     rule = LocalRule(grids, len(PALETTE)) if masked else None
