@@ -49,8 +49,8 @@ def pick_device(name: str | None = None) -> torch.device:
 def cpu_bf16_speedup(n: int = 512, repeats: int = 5) -> float:
     """How many times faster an n x n matmul runs in bf16 than in fp32 on this CPU (medians of `repeats`).
 
-    About 4 on CPUs with avx512_bf16 or AMX, such as the 2-core machine of docs/benchmarks.md; below 1 where
-    bf16 is emulated, as on most laptops. Measured once per process (~0.1 s).
+    3.7-4.7 on the 2-core machine of docs/benchmarks.md, which has avx512_bf16; expected below 1 where bf16 is
+    emulated, as on most laptops (not measured). Measured once per process (~0.1 s).
     """
     times = {}
     for dtype in (torch.float32, torch.bfloat16):
