@@ -23,7 +23,7 @@ from einops import rearrange
 from minimuse.config import GeneratorConfig
 from minimuse.diffusion import DiffusionHead
 from minimuse.sampler import guidance_at, num_masked_after
-from minimuse.transformer import Block, drop_labels, init_weights
+from minimuse.transformer import Block, blocks_over_grid, drop_labels, init_weights
 
 
 def sample_mask_ratio(mask_ratio_min: float, generator: torch.Generator | None = None) -> float:
@@ -62,10 +62,7 @@ class MAR(nn.Module):
         self.enc_norm = nn.LayerNorm(d)
         self.mask_emb = nn.Parameter(torch.zeros(1, 1, d))
         self.dec_pos = nn.Parameter(torch.zeros(1, n + seq_len, d))
-        side = math.isqrt(seq_len) if cfg.local_conv else None              # the decoder alone sees the full grid
-        assert side is None or side * side == seq_len, "local_conv needs a square token grid"
-        self.decoder = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio, cfg.dropout, side)
-                                     for _ in range(cfg.decoder_depth))
+        self.decoder = blocks_over_grid(cfg, cfg.decoder_depth, seq_len)   # the decoder alone sees the full grid
         self.dec_norm = nn.LayerNorm(d)
         self.head_pos = nn.Parameter(torch.zeros(1, seq_len, d))          # position info for the diffusion head
         self.apply(init_weights)

@@ -104,6 +104,14 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def blocks_over_grid(cfg: GeneratorConfig, depth: int, seq_len: int) -> nn.ModuleList:
+    """`depth` Blocks for sequences that end in a square grid of seq_len tokens; with `cfg.local_conv` each
+    block starts with a LocalConv over that grid (the MaskGIT transformer, MAR's decoder)."""
+    side = math.isqrt(seq_len) if cfg.local_conv else None
+    assert side is None or side * side == seq_len, "local_conv needs a square token grid"
+    return nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout, side) for _ in range(depth))
+
+
 def init_weights(module: nn.Module) -> None:
     """GPT-2 / nanoGPT initialisation: N(0, 0.02) for linear and embedding weights, zero biases."""
     if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -188,10 +196,7 @@ class MaskedTransformer(nn.Module):
         self.pos_emb = nn.Parameter(torch.zeros(1, seq_len + 1, cfg.dim))
         self.drop = nn.Dropout(cfg.dropout)
         assert not (cfg.local_conv and causal), "local_conv would let a raster-order model see the next row"
-        side = math.isqrt(seq_len) if cfg.local_conv else None
-        assert side is None or side * side == seq_len, "local_conv needs a square token grid"
-        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.mlp_ratio, cfg.dropout, side)
-                                    for _ in range(cfg.depth))
+        self.blocks = blocks_over_grid(cfg, cfg.depth, seq_len)
         self.norm = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, codebook_size)
         self.apply(init_weights)
