@@ -14,8 +14,11 @@ def test_auto_precision_on_cpu_follows_the_bf16_probe(monkeypatch, speedup, expe
 
 
 def test_bf16_probe_measures_a_ratio_once():
+    trainer.cpu_bf16_speedup.cache_clear()
+    rng = torch.get_rng_state()
     first = trainer.cpu_bf16_speedup()
     assert first > 0 and trainer.cpu_bf16_speedup() == first             # cached: one probe per process
+    assert torch.equal(torch.get_rng_state(), rng)                       # whether it ran cannot change training
 
 
 def test_unknown_precision_is_an_error():
