@@ -41,11 +41,14 @@ def matmul_ceiling(device: torch.device, dtype: torch.dtype, repeats: int = 10) 
 
 
 def step_flops(model: MaskedTransformer, batch: int) -> float:
-    """FLOPs of one forward + backward: 6 * matmul params * tokens + 12 * depth * L^2 * D * batch (attention)."""
-    matmul_params = sum(p.numel() for name, p in model.named_parameters() if p.dim() == 2 and "emb" not in name)
-    tokens = model.seq_len + 1                                            # image tokens + the class token
+    """FLOPs of one forward + backward: 6 * matmul params * tokens + 12 * depth * L^2 * D * batch (attention);
+    the adaLN modulation runs once per example, not per token."""
+    matmuls = {name: p.numel() for name, p in model.named_parameters() if p.dim() == 2 and "emb" not in name}
+    per_example = sum(n for name, n in matmuls.items() if ".ada." in name)
+    tokens = model.prefix + model.seq_len                                 # (the class token) + image tokens
     d, depth = model.cfg.dim, model.cfg.depth
-    return 6 * matmul_params * tokens * batch + 12 * depth * tokens ** 2 * d * batch
+    per_token = sum(matmuls.values()) - per_example
+    return 6 * (per_token * tokens + per_example) * batch + 12 * depth * tokens ** 2 * d * batch
 
 
 def main() -> None:

@@ -95,7 +95,8 @@ class TokenImages:
 # ---------------------------------------------------------------------------------------------------------
 # The raster-order comparison: MaskedTransformer(causal=True), its forward unchanged. The [MASK] id doubles as
 # a start token, so the input (start, x_0, ..., x_{L-2}) gives at position j the logits of x_j from the class
-# and x_0 .. x_{j-1} (Esser et al. 2021 §3.2 order; LlamaGen puts the class token first in the same way).
+# and x_0 .. x_{j-1} (Esser et al. 2021 §3.2 order). The class reaches every position through adaLN, or, with
+# class_cond=token, as a first token before the start, the way LlamaGen puts it.
 # ---------------------------------------------------------------------------------------------------------
 
 def raster_loss(model: MaskedTransformer, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

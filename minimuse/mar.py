@@ -9,8 +9,9 @@ condition vector z for every token and the diffusion MLP head (`diffusion.py`) m
                      --> diffusion loss on the masked tokens (MAR §3.2, eq. 2)
 
 The transformer blocks are `transformer.Block`, shared with the MaskGIT model. The class conditions the
-model through the buffer tokens: every buffer position holds the class embedding (MAR §5.1), and the learned
-null class stands in for it with probability cfg.cond_drop (classifier-free guidance).
+model through the buffer tokens: every buffer position holds the class embedding (MAR §5.1), and with
+`class_cond="adaln"` it also modulates every encoder and decoder block (adaLN-Zero, as in the MaskGIT model).
+The learned null class stands in for it with probability cfg.cond_drop (classifier-free guidance).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from einops import rearrange
 from minimuse.config import GeneratorConfig
 from minimuse.diffusion import DiffusionHead
 from minimuse.sampler import guidance_at, num_masked_after
-from minimuse.transformer import Block, blocks_over_grid, drop_labels, init_weights
+from minimuse.transformer import drop_labels, init_weights, make_blocks
 
 
 def sample_mask_ratio(mask_ratio_min: float, generator: torch.Generator | None = None) -> float:
@@ -58,11 +59,11 @@ class MAR(nn.Module):
         self.token_proj = nn.Linear(token_dim, d)
         self.cls_emb = nn.Embedding(num_classes + 1, d)
         self.enc_pos = nn.Parameter(torch.zeros(1, n + seq_len, d))
-        self.encoder = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.depth))
+        self.encoder = make_blocks(cfg, cfg.depth)
         self.enc_norm = nn.LayerNorm(d)
         self.mask_emb = nn.Parameter(torch.zeros(1, 1, d))
         self.dec_pos = nn.Parameter(torch.zeros(1, n + seq_len, d))
-        self.decoder = blocks_over_grid(cfg, cfg.decoder_depth, seq_len)   # the decoder alone sees the full grid
+        self.decoder = make_blocks(cfg, cfg.decoder_depth, seq_len)       # the decoder alone sees the full grid
         self.dec_norm = nn.LayerNorm(d)
         self.head_pos = nn.Parameter(torch.zeros(1, seq_len, d))          # position info for the diffusion head
         self.apply(init_weights)
@@ -78,28 +79,30 @@ class MAR(nn.Module):
         Returns (B, buffer + visible, D): the encoder sees the buffer tokens and the visible tokens only.
         """
         b, n = len(tokens), self.cfg.buffer_tokens
-        buffer = self.cls_emb(labels)[:, None].expand(b, n, -1)              # (B, n, D)
+        c = self.cls_emb(labels)                                              # (B, D)
+        buffer = c[:, None].expand(b, n, -1)                                  # (B, n, D)
         x = torch.cat([buffer, self.token_proj(tokens)], dim=1) + self.enc_pos
         keep = torch.cat([mask.new_ones(b, n), ~mask], dim=1)                 # (B, n + L)
         x = x[keep].reshape(b, -1, x.shape[-1])                               # drop the masked positions
         for block in self.encoder:
-            x = block(x)
+            x = block(x, c=c)
         return self.enc_norm(x)
 
-    def decode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def decode(self, x: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Encoder output (B, n + visible, D) -> condition vectors z (B, L, D) for every token position."""
         b, n = len(x), self.cfg.buffer_tokens
         keep = torch.cat([mask.new_ones(b, n), ~mask], dim=1)                 # (B, n + L)
         full = self.mask_emb.to(x.dtype).expand(b, keep.shape[1], -1).clone()
         full[keep] = x.reshape(-1, x.shape[-1])                               # mask embeddings where masked
         full = full + self.dec_pos
+        c = self.cls_emb(labels)                                              # (B, D), for adaLN
         for block in self.decoder:
-            full = block(full)
+            full = block(full, c=c)
         return self.dec_norm(full)[:, n:] + self.head_pos
 
     def conditions(self, tokens: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """z (B, L, D) for tokens (B, L, C) with `mask` (B, L) hidden, given labels (B,): encoder, then decoder."""
-        return self.decode(self.encode(tokens, mask, labels), mask)
+        return self.decode(self.encode(tokens, mask, labels), mask, labels)
 
     def forward(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Training loss for tokens (B, h, w, C) and labels (B,): one mask ratio per batch, a random order per

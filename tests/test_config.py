@@ -135,10 +135,12 @@ def test_a_value_that_does_not_fit_the_field_is_an_error(item):
         apply_overrides(get_preset("tiny"), [item])
 
 
-def test_a_checkpoint_config_from_an_older_version_takes_todays_defaults():
+def test_a_checkpoint_config_from_an_older_version_takes_what_it_used_or_todays_defaults():
     d = to_dict(get_preset("tiny"))
     del d["eval_per_class"]
     del d["tokenizer"]["kl_weight"]
+    del d["generator"]["class_cond"]                   # checkpoints from before adaLN used the prefix token
     cfg = from_dict(d)
     assert cfg.eval_per_class == RunConfig().eval_per_class and cfg.tokenizer.kl_weight == 1e-6
+    assert cfg.generator.class_cond == "token" and RunConfig().generator.class_cond == "adaln"
     assert cfg.tokenizer.channel_mult == get_preset("tiny").tokenizer.channel_mult

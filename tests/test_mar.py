@@ -1,4 +1,4 @@
-
+import pytest
 import torch
 
 from minimuse.config import GeneratorConfig
@@ -41,8 +41,15 @@ def test_encoder_sees_the_buffer_and_the_visible_tokens_only():
     assert torch.allclose(model.encode(changed, mask, labels), out, atol=1e-6)
     changed[~mask] += 1.0                                          # what is visible does
     assert not torch.allclose(model.encode(changed, mask, labels), out)
-    z = model.decode(out, mask)
+    z = model.decode(out, mask, labels)
     assert z.shape == (2, 16, 32)
+
+
+def test_the_class_modulates_every_block_with_adaln_and_only_the_buffer_without():
+    adaln, token = tiny_mar().eval(), tiny_mar(class_cond="token").eval()
+    assert all(b.ada is not None for b in [*adaln.encoder, *adaln.decoder])
+    assert all(b.ada is None for b in [*token.encoder, *token.decoder])
+    assert token.load_state_dict(adaln.state_dict(), strict=False).unexpected_keys   # adaLN's own weights
 
 
 def test_local_conv_goes_in_the_decoder_only_and_starts_as_the_plain_model():
@@ -56,12 +63,14 @@ def test_local_conv_goes_in_the_decoder_only_and_starts_as_the_plain_model():
     assert torch.allclose(conv.conditions(tokens, mask, labels), plain.conditions(tokens, mask, labels), atol=1e-6)
 
 
-def test_training_loss_reaches_the_transformer_once_the_head_listens():
-    model = tiny_mar()
+@pytest.mark.parametrize("class_cond, reached", [("token", [False, False, True, True]),
+                                                  ("adaln", [False, False, False, True])])
+def test_training_loss_reaches_the_transformer_once_the_head_listens(class_cond, reached):
+    model = tiny_mar(class_cond=class_cond)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     tokens, labels = torch.randn(4, 4, 4, 4), torch.tensor([0, 1, 2, 0])
     reaches = []
-    for _ in range(3):
+    for _ in range(4):
         opt.zero_grad()
         loss = model(tokens, labels)
         loss.backward()
@@ -69,8 +78,10 @@ def test_training_loss_reaches_the_transformer_once_the_head_listens():
         reaches.append(all(p.grad is not None and p.grad.abs().sum() > 0
                            for p in (model.head_pos, model.cls_emb.weight, model.enc_pos)))
         opt.step()
-    # AdaLN-Zero: the head ignores z until its output layer and then its modulations have moved off zero
-    assert reaches == [False, False, True]
+    # AdaLN-Zero in the head: it ignores z until its output layer and then its modulations have moved off zero.
+    # With adaLN-Zero in the blocks too, the decoder starts as the identity: a masked position's z is its mask
+    # embedding alone until the gates open, one step later, and only then reaches the encoder and the class.
+    assert reaches == reached
 
 
 def test_sampling_reveals_at_least_one_token_per_step_and_all_by_the_end():

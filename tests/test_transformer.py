@@ -72,6 +72,36 @@ def test_forward_shapes_and_null_class():
     assert set(dropped.unique().tolist()) == {0, 4} and abs((dropped == 4).float().mean() - 0.5) < 0.03
 
 
+def test_adaln_zero_starts_blind_to_the_class_and_learns_to_read_it():
+    """adaLN-Zero (DiT §3.2): the modulation starts at zero, so a fresh model ignores the class (there is no
+    prefix token either); a few gradient steps on class-dependent grids make the logits depend on it."""
+    model = tiny_model(class_cond="adaln")
+    assert model.prefix == 0 and model.pos_emb.shape[1] == 16
+    ids, labels = torch.full((2, 16), model.mask_id), torch.tensor([0, 1])
+    fresh = model(ids, labels)
+    assert torch.allclose(fresh[0], fresh[1])
+    grids = torch.stack([torch.zeros(4, 4), torch.ones(4, 4)]).long()               # class k -> all k
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(3):
+        inputs, targets, mask = model.mask_tokens(grids)
+        loss = masked_token_loss(model(inputs, labels), targets, mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    trained = model(ids, labels)
+    assert not torch.allclose(trained[0], trained[1], atol=1e-4)
+    assert trained[0, :, 0].mean() > trained[1, :, 0].mean()                        # class 0 leans to token 0
+
+
+def test_token_conditioning_is_a_prefix_token_and_an_unknown_kind_is_an_error():
+    model = tiny_model(class_cond="token")
+    assert model.prefix == 1 and model.pos_emb.shape[1] == 17 and all(b.ada is None for b in model.blocks)
+    logits = model(torch.full((2, 16), model.mask_id), torch.tensor([0, 1]))
+    assert logits.shape == (2, 16, 8) and not torch.allclose(logits[0], logits[1])
+    with pytest.raises(ValueError, match="class_cond"):
+        tiny_model(class_cond="film")
+
+
 def test_causal_mode_does_not_look_ahead():
     torch.manual_seed(0)
     model = MaskedTransformer(GeneratorConfig(dim=32, depth=2, heads=2), 8, 16, 2, causal=True).eval()
