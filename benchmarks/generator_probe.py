@@ -5,7 +5,8 @@
    recolouring one shape (same geometry, other colour jitter and background);
 1. the checker's accuracy on held-out images and on their tokenizer reconstructions (the ceiling the
    generator can reach through this tokenizer);
-2. attribute accuracy of samples under several sampler settings (if none helps, the sampler is not the limit);
+2. attribute accuracy of samples under several sampler settings (`sampler_sweep.py`; if none helps, the
+   sampler is not the limit);
 3. how much the class label moves the model: the masked-token NLL on held-out token grids with the true
    label, with the same colour but another shape, and with the null class, at a few mask rates;
 4. where the tokens are hard: accuracy and NLL on background, edge and interior tokens, and on one edge
@@ -26,8 +27,10 @@ from minimuse.metrics import attribute_accuracy
 from minimuse.sampler import generate
 from minimuse.stages import load_generator
 
-SETTINGS = [{}, {"steps": 64}, {"temperature": 0.5}, {"choice_temperature": 0.0}, {"cfg": 0.0},
-            {"cfg": 5.0, "cfg_schedule": "constant"}]
+from sampler_sweep import sweep                   # benchmarks/, next to this script
+
+SETTINGS = ["steps=64", "temperature=0.5", "choice_temperature=0", "cfg=0", "cfg=5,cfg_schedule=constant",
+            "top_k=0", "top_k=10"]
 
 
 def distinct(ids: torch.Tensor) -> float:
@@ -112,11 +115,8 @@ def main() -> None:
 
     per_class = args.n // len(names)
     print(f"\n## samples ({per_class} per class) under sampler settings (preset: {cfg.sampler})")
-    sample_labels = torch.arange(len(names)).repeat_interleave(per_class)
-    for change in SETTINGS:
-        settings = dataclasses.replace(cfg.sampler, **change)
-        result = attribute_accuracy(generate(model, tokenizer, sample_labels, settings, seed=0), sample_labels, names)
-        print(f"{str(change or 'preset'):<45} {summary(result)}")
+    for row in sweep(model, tokenizer, cfg.sampler, names, ["", *SETTINGS], per_class, seeds=(0,)):
+        print(f"{row['setting']:<45} {summary(row)}")
 
     print("\n## label sensitivity: masked-token NLL (nats per token) on held-out grids")
     for rate in (1.0, 0.9, 0.6, 0.3):

@@ -1,0 +1,70 @@
+"""Attribute accuracy and spread of a Shapes generator's samples under several sampler settings.
+
+Each setting is a comma-separated list of `SamplerConfig` fields, applied on top of the run's own sampler;
+every setting is sampled at the same seeds (384 images per seed by default), and the figures are the mean
+over the seeds, so the settings are compared on equal footing.
+
+    python benchmarks/sampler_sweep.py --ckpt runs/tiny top_k=0 top_k=10 "top_k=10,cfg=4" temperature=0.7
+"""
+import argparse
+import copy
+import statistics
+
+import torch
+
+from minimuse.config import RunConfig, SamplerConfig, apply_overrides
+from minimuse.data import build_dataset
+from minimuse.metrics import attribute_accuracy, compare_spread, spread_stats
+from minimuse.sampler import generate
+from minimuse.stages import load_generator
+
+
+def with_setting(sampler: SamplerConfig, setting: str) -> SamplerConfig:
+    """The run's sampler with "key=value,key=value" applied (checked and typed as `--set sampler.key=value`)."""
+    cfg = RunConfig(sampler=copy.deepcopy(sampler))
+    return apply_overrides(cfg, [f"sampler.{item}" for item in setting.split(",") if item]).sampler
+
+
+@torch.no_grad()
+def sweep(model, tokenizer, sampler: SamplerConfig, names: list[str], settings: list[str], per_class: int = 32,
+          seeds: tuple[int, ...] = (0, 1), real_spread: dict | None = None) -> list[dict]:
+    """For each setting ("" = the run's own): mean accuracy, shape and colour accuracy over `seeds`, the
+    accuracy at each seed, and (given the data's `spread_stats`) the spread of the samples at each seed."""
+    labels = torch.arange(len(names)).repeat_interleave(per_class)
+    rows = []
+    for setting in settings:
+        s = with_setting(sampler, setting)
+        results, spreads = [], []
+        for seed in seeds:
+            images = generate(model, tokenizer, labels, s, seed)
+            results.append(attribute_accuracy(images, labels, names))
+            if real_spread is not None:
+                spreads.append(compare_spread(spread_stats(images), real_spread))
+        rows.append({"setting": setting or "the run's sampler",
+                     **{k: statistics.mean(r[k] for r in results)
+                        for k in ("accuracy", "shape_accuracy", "colour_accuracy")},
+                     "per_seed": [r["accuracy"] for r in results], "spread": spreads})
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="run folder or generator.pt of a run on Shapes")
+    p.add_argument("--per-class", type=int, default=32)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("settings", nargs="*", help='e.g. top_k=10 "cfg=3,cfg_schedule=constant"')
+    args = p.parse_args()
+    model, tokenizer, cfg, names = load_generator(args.ckpt, torch.device("cpu"))
+    holdout = build_dataset("shapes", cfg.data.resolution, "holdout", seed=cfg.seed, size=cfg.data.holdout_size)
+    real = spread_stats(torch.stack([holdout[i][0] for i in range(len(holdout))]))
+    print(f"{args.ckpt}: {args.per_class} samples per class at seeds {args.seeds}; the run's sampler: {cfg.sampler}")
+    for row in sweep(model, tokenizer, cfg.sampler, names, ["", *args.settings], args.per_class, tuple(args.seeds),
+                     real):
+        spread = "; ".join(", ".join(f"{k} {v:+.1%}" for k, v in s.items()) for s in row["spread"])
+        print(f"{row['setting']:<40} accuracy {row['accuracy']:.1%} (per seed "
+              + " ".join(f"{a:.1%}" for a in row["per_seed"])
+              + f"), shape {row['shape_accuracy']:.1%}, colour {row['colour_accuracy']:.1%}; spread {spread}")
+
+
+if __name__ == "__main__":
+    main()

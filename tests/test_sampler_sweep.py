@@ -1,0 +1,25 @@
+"""benchmarks/sampler_sweep.py: a setting string becomes a checked, typed copy of the run's sampler."""
+import sys
+from pathlib import Path
+
+import pytest
+
+from minimuse.config import SamplerConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from sampler_sweep import with_setting  # noqa: E402
+
+
+def test_a_setting_changes_a_copy_of_the_runs_sampler():
+    run = SamplerConfig(steps=8, cfg=2.0)
+    s = with_setting(run, "top_k=10,cfg=3,cfg_schedule=constant")
+    assert (s.top_k, s.cfg, s.cfg_schedule, s.steps) == (10, 3.0, "constant", 8)
+    assert type(s.top_k) is int and type(s.cfg) is float
+    assert run == SamplerConfig(steps=8, cfg=2.0) and with_setting(run, "") == run
+
+
+def test_an_unknown_or_mistyped_setting_is_an_error():
+    with pytest.raises(ValueError, match="unknown config key"):
+        with_setting(SamplerConfig(), "topk=10")
+    with pytest.raises(ValueError, match="bad value"):
+        with_setting(SamplerConfig(), "top_k=1.5")
