@@ -12,7 +12,6 @@ with resume. The loop for one step:
 from __future__ import annotations
 
 import csv
-import functools
 import math
 import os
 import random
@@ -45,31 +44,21 @@ def pick_device(name: str | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-@functools.cache
-def cpu_bf16_speedup(n: int = 512, repeats: int = 5) -> float:
-    """How many times faster an n x n matmul runs in bf16 than in fp32 on this CPU (medians of `repeats`).
+def cpu_has_bf16_matmul() -> bool:
+    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX), as torch reports them.
 
-    3.7-4.7 on the 2-core machine of docs/benchmarks.md, which has avx512_bf16; expected below 1 where bf16 is
-    emulated, as on most laptops (not measured). Measured once per process (~0.1 s).
+    With them the tiny generator step runs ~1.8x faster under bf16 autocast (docs/benchmarks.md); where bf16 is
+    emulated it is expected to run slower than fp32 (not measured). A feature check, not a timing: the earlier
+    timing probe (a 512x512 matmul in both precisions) gave 1.6x to 6.1x on one machine from process to process,
+    so whether a run trained in bf16 changed from run to run. A torch without these checks answers False.
     """
-    times = {}
-    numbers = torch.Generator().manual_seed(0)                           # leaves the global RNG (training's) alone
-    for dtype in (torch.float32, torch.bfloat16):
-        a, b = (torch.randn(n, n, generator=numbers).to(dtype) for _ in range(2))
-        a @ b                                                             # warm-up
-        runs = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            a @ b
-            runs.append(time.perf_counter() - start)
-        times[dtype] = sorted(runs)[repeats // 2]
-    return times[torch.float32] / times[torch.bfloat16]
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """bf16 autocast where the device runs it fast. "auto": bf16 on CUDA GPUs that support it, and on CPUs
-    whose bf16 matmuls are at least twice as fast as fp32 (a quick probe: the tiny generator step then runs
-    ~1.8x faster, docs/benchmarks.md); fp32 elsewhere."""
+    """bf16 autocast where the device runs it fast. "auto": bf16 on CUDA GPUs that support it and on CPUs with
+    bf16 matrix instructions (`cpu_has_bf16_matmul`); fp32 elsewhere."""
     if precision == "fp32":
         return None
     if precision == "bf16":
@@ -77,7 +66,7 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     if precision == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-        return torch.bfloat16 if device.type == "cpu" and cpu_bf16_speedup() >= 2 else None
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_bf16_matmul() else None
     raise ValueError(f"unknown precision {precision!r}; choose auto, fp32 or bf16")
 
 
