@@ -88,7 +88,7 @@ def main() -> None:
     seconds = statistics.median(times)
     achieved, ceiling = step_flops(model, batch) / seconds, matmul_ceiling(device, dtype)
     print(f"{args.preset} generator step on {device} ({args.dtype}, {torch.get_num_threads()} threads): batch {batch}, "
-          f"seq {side * side}+1, dim {cfg.generator.dim}, depth {cfg.generator.depth}")
+          f"seq {side * side}{'+1' if model.prefix else ''}, dim {cfg.generator.dim}, depth {cfg.generator.depth}")
     print(f"  step {seconds * 1e3:.1f} ms (median of {args.repeats}), {step_flops(model, batch) / 1e9:.2f} GFLOP/step")
     print(f"  achieved {achieved / 1e9:.1f} GFLOP/s; matmul ceiling {ceiling / 1e9:.1f} GFLOP/s; "
           f"utilisation {achieved / ceiling:.0%}")

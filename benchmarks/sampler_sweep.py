@@ -28,8 +28,9 @@ def with_setting(sampler: SamplerConfig, setting: str) -> SamplerConfig:
 @torch.no_grad()
 def sweep(model, tokenizer, sampler: SamplerConfig, names: list[str], settings: list[str], per_class: int = 32,
           seeds: tuple[int, ...] = (0, 1), real_spread: dict | None = None) -> list[dict]:
-    """For each setting ("" = the run's own): mean accuracy, shape and colour accuracy over `seeds`, the
-    accuracy at each seed, and (given the data's `spread_stats`) the spread of the samples at each seed."""
+    """For each setting ("" = the run's own): mean accuracy, shape and colour accuracy and accuracy per class
+    over `seeds`, the accuracy at each seed, and (given the data's `spread_stats`) the spread of the samples at
+    each seed."""
     labels = torch.arange(len(names)).repeat_interleave(per_class)
     rows = []
     for setting in settings:
@@ -43,6 +44,8 @@ def sweep(model, tokenizer, sampler: SamplerConfig, names: list[str], settings: 
         rows.append({"setting": setting or "the run's sampler",
                      **{k: statistics.mean(r[k] for r in results)
                         for k in ("accuracy", "shape_accuracy", "colour_accuracy")},
+                     "per_class": {name: statistics.mean(r["per_class"][name]["accuracy"] for r in results)
+                                   for name in names},
                      "per_seed": [r["accuracy"] for r in results], "spread": spreads})
     return rows
 
@@ -52,6 +55,7 @@ def main() -> None:
     p.add_argument("--ckpt", required=True, help="run folder or generator.pt of a run on Shapes")
     p.add_argument("--per-class", type=int, default=32)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--per-class-report", action="store_true", help="also print every class's accuracy")
     p.add_argument("settings", nargs="*", help='e.g. top_k=10 "cfg=3,cfg_schedule=constant"')
     args = p.parse_args()
     model, tokenizer, cfg, names = load_generator(args.ckpt, torch.device("cpu"))
@@ -61,9 +65,13 @@ def main() -> None:
     for row in sweep(model, tokenizer, cfg.sampler, names, ["", *args.settings], args.per_class, tuple(args.seeds),
                      real):
         spread = "; ".join(", ".join(f"{k} {v:+.1%}" for k, v in s.items()) for s in row["spread"])
+        worst = min(row["per_class"], key=row["per_class"].get)
         print(f"{row['setting']:<40} accuracy {row['accuracy']:.1%} (per seed "
               + " ".join(f"{a:.1%}" for a in row["per_seed"])
-              + f"), shape {row['shape_accuracy']:.1%}, colour {row['colour_accuracy']:.1%}; spread {spread}")
+              + f"), shape {row['shape_accuracy']:.1%}, colour {row['colour_accuracy']:.1%}, "
+              + f"worst class {worst} {row['per_class'][worst]:.1%}; spread {spread}")
+        if args.per_class_report:
+            print("    " + ", ".join(f"{name} {a:.0%}" for name, a in row["per_class"].items()))
 
 
 if __name__ == "__main__":
