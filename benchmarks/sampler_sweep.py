@@ -9,6 +9,7 @@ over the seeds, so the settings are compared on equal footing.
 import argparse
 import copy
 import statistics
+from collections.abc import Iterator
 
 import torch
 
@@ -27,12 +28,11 @@ def with_setting(sampler: SamplerConfig, setting: str) -> SamplerConfig:
 
 @torch.no_grad()
 def sweep(model, tokenizer, sampler: SamplerConfig, names: list[str], settings: list[str], per_class: int = 32,
-          seeds: tuple[int, ...] = (0, 1), real_spread: dict | None = None) -> list[dict]:
-    """For each setting ("" = the run's own): mean accuracy, shape and colour accuracy and accuracy per class
-    over `seeds`, the accuracy at each seed, and (given the data's `spread_stats`) the spread of the samples at
-    each seed."""
+          seeds: tuple[int, ...] = (0, 1), real_spread: dict | None = None) -> Iterator[dict]:
+    """For each setting ("" = the run's own), as soon as it is sampled: mean accuracy, shape and colour accuracy
+    and accuracy per class over `seeds`, the accuracy at each seed, and (given the data's `spread_stats`) the
+    spread of the samples at each seed."""
     labels = torch.arange(len(names)).repeat_interleave(per_class)
-    rows = []
     for setting in settings:
         s = with_setting(sampler, setting)
         results, spreads = [], []
@@ -41,13 +41,12 @@ def sweep(model, tokenizer, sampler: SamplerConfig, names: list[str], settings: 
             results.append(attribute_accuracy(images, labels, names))
             if real_spread is not None:
                 spreads.append(compare_spread(spread_stats(images), real_spread))
-        rows.append({"setting": setting or "the run's sampler",
-                     **{k: statistics.mean(r[k] for r in results)
-                        for k in ("accuracy", "shape_accuracy", "colour_accuracy")},
-                     "per_class": {name: statistics.mean(r["per_class"][name]["accuracy"] for r in results)
-                                   for name in names},
-                     "per_seed": [r["accuracy"] for r in results], "spread": spreads})
-    return rows
+        yield {"setting": setting or "the run's sampler",
+               **{k: statistics.mean(r[k] for r in results)
+                  for k in ("accuracy", "shape_accuracy", "colour_accuracy")},
+               "per_class": {name: statistics.mean(r["per_class"][name]["accuracy"] for r in results)
+                             for name in names},
+               "per_seed": [r["accuracy"] for r in results], "spread": spreads}
 
 
 def main() -> None:
@@ -69,9 +68,9 @@ def main() -> None:
         print(f"{row['setting']:<40} accuracy {row['accuracy']:.1%} (per seed "
               + " ".join(f"{a:.1%}" for a in row["per_seed"])
               + f"), shape {row['shape_accuracy']:.1%}, colour {row['colour_accuracy']:.1%}, "
-              + f"worst class {worst} {row['per_class'][worst]:.1%}; spread {spread}")
+              + f"worst class {worst} {row['per_class'][worst]:.1%}; spread {spread}", flush=True)
         if args.per_class_report:
-            print("    " + ", ".join(f"{name} {a:.0%}" for name, a in row["per_class"].items()))
+            print("    " + ", ".join(f"{name} {a:.0%}" for name, a in row["per_class"].items()), flush=True)
 
 
 if __name__ == "__main__":
