@@ -156,18 +156,21 @@ def tiny_mar() -> RunConfig:
     sooner; 1700 steps were too few. The tokenizer gives up 1500 steps (31.2 dB, was 32.8) so that both
     stages fit the 20 minutes. The 3x3 convolution in the decoder blocks brought the sizes and positions
     within 20% of the data's (27% accuracy, was 9.9%), and the class through adaLN-Zero in every block (the
-    default `class_cond`, on top of MAR's buffer tokens) took it to 87.2% in 18.6 min.
+    default `class_cond`, on top of MAR's buffer tokens) took it to 87.2% in 18.6 min. Guidance ramped to 8
+    instead of 1: 93.6% against 82.3% on the same model, the spread still within 8% of the data's (a constant 3
+    gets the same accuracy with the sizes 16% too large). The generator trains under tiny's precision "auto":
+    bf16 autocast made its step 1.8x faster with the same loss, which keeps both stages inside the 20 minutes
+    on a slow day (22.6 min in fp32).
     """
     cfg = tiny()
     cfg.preset = "tiny-mar"
     cfg.tokenizer.bottleneck = "kl"
     cfg.generator = GeneratorConfig(kind="mar", dim=128, depth=3, decoder_depth=2, heads=4, diff_width=128,
                                     local_conv=True)
-    cfg.sampler = SamplerConfig(steps=16, temperature=1.0, cfg=1.0, cfg_schedule="linear")
+    cfg.sampler = SamplerConfig(steps=16, temperature=1.0, cfg=8.0, cfg_schedule="linear")
     cfg.train_tokenizer.steps = 4500
     cfg.train_generator.steps = 2000           # a MAR step costs more: 4 diffusion draws per masked token
     cfg.train_generator.lr = 3e-3
-    cfg.train_generator.precision = "fp32"     # measured in fp32; the diffusion head under bf16 is untested
     return cfg
 
 
