@@ -132,8 +132,9 @@ def tiny() -> RunConfig:
     steps against 47-52% as a prefix token. Sampling keeps the 10 most likely codes (`top_k`): +9-11 points,
     87.0-87.2% in two whole runs. No label smoothing (the default 0.1 is for large codebooks on real images):
     on the same tokens 88.3% and 87.2% at two seeds against 84.9%. 4600 steps fit both stages in 11.3-14.8 of
-    the 15 minutes because precision "auto" picks bf16 on a CPU with fast bf16 matmuls (~1.8x per step here;
-    without them the generator stage takes ~16 min instead of ~8). The tokenizer stays fp32: bf16 saved it 7%.
+    the 15 minutes on a fast day (19.4-20.7 on a slow one) because precision "auto" picks bf16 on a CPU with
+    fast bf16 matmuls (~1.8x per step here; without them the generator stage takes ~16 min instead of ~8 on
+    a fast day). The tokenizer stays fp32: bf16 saved it 7%.
     """
     return RunConfig(
         preset="tiny",
