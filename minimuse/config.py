@@ -129,14 +129,14 @@ def tiny() -> RunConfig:
     the PatchGAN stays off because the run is too short for it to pay back its cost in PSNR. The generator has a
     3x3 depthwise conv in every block (`local_conv`): without it twice the steps barely moved the samples (~35%),
     with it they keep improving. The class enters through adaLN-Zero (the default `class_cond`): 79-83% at 4600
-    steps against 47-52% as a prefix token. Sampling keeps the 10 most likely codes (`top_k`): +9-11 points,
-    87.0-87.2% in two whole runs. No label smoothing (the default 0.1 is for large codebooks on real images):
-    on the same tokens 88.3% and 87.2% at two seeds against 84.9%. A choice temperature of 2.5 instead of
-    MaskGIT's 4.5: +1.3 points on average over five trained generators (-0.1 to +2.2), the worst class up ~5
-    points in all four where it was measured, the spread within 4 points. 4600 steps fit both stages in 11.3-14.8
-    of the 15 minutes on a fast day (19.4-20.7 on a slow one) because precision "auto" picks bf16 on a CPU
-    with fast bf16 matmuls (~1.8x per step here; without them the generator stage takes ~16 min instead of ~8
-    on a fast day). The tokenizer stays fp32: bf16 saved it 7%.
+    steps against 47-52% as a prefix token. Sampling keeps the 10 most likely codes (`top_k`): +9-11 points
+    with label smoothing (87.0-87.2% in two whole runs), +1-2 without it. No label smoothing (the default 0.1
+    is for large codebooks on real images): on the same tokens 88.3% and 87.2% at two seeds against 84.9%. A
+    choice temperature of 2.5 instead of MaskGIT's 4.5: +1.3 points on average over five trained generators
+    (-0.1 to +2.2), the worst class up ~5 points in all four where it was measured, the spread within 4
+    points. 4600 steps fit both stages in 11.3-14.8 of the 15 minutes on a fast day (19.4-20.7 on a slow one)
+    because precision "auto" picks bf16 on a CPU with fast bf16 matmuls (~1.8x per step here; without them the
+    generator stage takes ~16 min instead of ~8 on a fast day). The tokenizer stays fp32: bf16 saved it 7%.
     """
     return RunConfig(
         preset="tiny",
