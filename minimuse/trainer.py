@@ -169,6 +169,10 @@ def fit(stage, batches: Iterator, tcfg: TrainConfig, out_dir: Path, run_config, 
         if is_main:
             print(f"resuming {stage.kind} from step {start}")
     stage.wrap(ddp=world > 1, compile=tcfg.compile)
+    if world > 1:
+        # DDP has just given every rank rank 0's weights. From here on each rank draws its own masks, noise and
+        # dropout: with one seed everywhere, every rank would mask its examples exactly as the others do.
+        seed_everything(run_config.seed + rank)
     dtype = autocast_dtype(stage.device, tcfg.precision)
     if is_main:
         print(f"{stage.kind}: {'bf16 autocast' if dtype else 'fp32'} on {stage.device} (precision={tcfg.precision})")
