@@ -145,7 +145,7 @@ def load_tokenizer(path: str | Path, device: torch.device) -> tuple[VQGAN, RunCo
 
 @torch.no_grad()
 def cache_tokens(tokenizer: VQGAN, dataset, path: Path, device: torch.device, batch_size: int = 500):
-    """Encode every image of `dataset` once; reuse `path` while it matches this tokenizer and dataset.
+    """Encode every image of `dataset` once; reuse `path` while it matches this tokenizer and these images.
 
     Ids are stored as int16, continuous latents as float16 (half the disk, far below their noise level).
     """
@@ -154,7 +154,7 @@ def cache_tokens(tokenizer: VQGAN, dataset, path: Path, device: torch.device, ba
         dist.barrier()
         cached = torch.load(path, weights_only=True)
         return torch.utils.data.TensorDataset(widen(cached["tokens"]), cached["labels"])
-    key = {"tokenizer": fingerprint(tokenizer), "images": len(dataset)}
+    key = {"tokenizer": fingerprint(tokenizer), "images": len(dataset), "data": data_fingerprint(dataset)}
     cached = torch.load(path, weights_only=True) if path.exists() else None
     if cached is None or cached["key"] != key:
         tokens, labels = [], []
@@ -176,6 +176,12 @@ def widen(tokens: torch.Tensor) -> torch.Tensor:
 def fingerprint(model: nn.Module) -> float:
     """A cheap identity for a set of weights: their sum (changes whenever the tokenizer is retrained)."""
     return float(sum(p.double().sum() for p in model.state_dict().values() if p.dtype.is_floating_point))
+
+
+def data_fingerprint(dataset) -> float:
+    """A cheap identity for a dataset: the pixel sums of its first and last images (they change with the data's
+    seed, its resolution or its files)."""
+    return float(sum(dataset[i][0].double().sum() for i in (0, len(dataset) - 1)))
 
 
 def new_generator(g: GeneratorConfig, token_size: int, seq_len: int, num_classes: int) -> nn.Module:

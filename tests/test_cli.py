@@ -111,6 +111,14 @@ def test_generator_stage_is_the_same_whether_the_token_cache_is_hit(run_dir, tmp
     assert all(torch.equal(encoded[k], cached[k]) for k in encoded)
 
 
+def test_the_token_cache_is_not_reused_for_other_images(run_dir, tmp_path):
+    for f in ("tokenizer.pt", "tokens.pt"):
+        (tmp_path / f).write_bytes((run_dir / f).read_bytes())
+    result = run("train.py", "--preset", "tiny", "--stage", "generator", "--steps", "1", "--seed", "1",
+                 "--out", str(tmp_path), *SMALL)                            # another seed draws other Shapes
+    assert "encode tokens" in result.stderr
+
+
 def test_mar_trains_and_samples_end_to_end(tmp_path):
     out = tmp_path / "mar"
     run("train.py", "--preset", "tiny-mar", "--steps", "2", "--out", str(out), *SMALL,
