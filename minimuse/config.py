@@ -88,7 +88,7 @@ class SamplerConfig:
 @dataclass
 class TrainConfig:
     steps: int = 2000
-    batch_size: int = 32
+    batch_size: int = 32                 # global: under torchrun each of N processes takes batch_size / N
     lr: float = 2e-4
     warmup: int = 100
     min_lr_ratio: float = 0.1            # cosine decay to lr * min_lr_ratio

@@ -105,10 +105,15 @@ def make_optimizer(params, tcfg: TrainConfig) -> torch.optim.AdamW:
 
 
 def infinite_batches(dataset, batch_size: int, seed: int, device: torch.device) -> Iterator:
-    """Endless shuffled batches moved to `device`; under DDP each rank sees its own shard."""
-    sampler = torch.utils.data.DistributedSampler(dataset, seed=seed) if dist.is_initialized() else None
+    """Endless shuffled batches moved to `device`. `batch_size` is the global batch: under DDP each of the N
+    ranks takes batch_size / N examples a step from its own shard, so a preset trains the same recipe (batch
+    and learning rate) on any number of processes."""
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if batch_size % world:
+        raise ValueError(f"batch_size {batch_size} does not split evenly over {world} processes")
+    sampler = torch.utils.data.DistributedSampler(dataset, seed=seed) if world > 1 else None
     generator = torch.Generator().manual_seed(seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=sampler is None,
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size // world, shuffle=sampler is None,
                                          sampler=sampler, generator=generator, drop_last=True, num_workers=0)
     epoch = 0
     while True:

@@ -1,5 +1,5 @@
-"""Run by tests/test_ddp.py under torchrun: `fit` a toy stage on 2 CPU processes, then write what each rank drew
-and the weights it ended with to <out>/rank<R>.json."""
+"""Run by tests/test_ddp.py under torchrun: `fit` a toy stage on 2 CPU processes, then write what each rank drew,
+the weights it ended with and its share of a batch of 8 to <out>/rank<R>.json."""
 import json
 import sys
 from pathlib import Path
@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from minimuse.config import RunConfig, TrainConfig
 from minimuse.stages import wrap
-from minimuse.trainer import fit, seed_everything
+from minimuse.trainer import fit, infinite_batches, seed_everything
 
 
 class ToyStage:
@@ -49,4 +49,6 @@ if __name__ == "__main__":
     fit(stage, batches, TrainConfig(steps=3, warmup=1, lr=0.1, precision="fp32"), out, RunConfig())
     rank = dist.get_rank()
     weights = [p.detach().flatten().tolist() for p in stage.model.parameters()]
-    (out / f"rank{rank}.json").write_text(json.dumps({"drawn": stage.drawn, "weights": weights}))
+    examples = next(infinite_batches(torch.utils.data.TensorDataset(torch.arange(16)), 8, 0, stage.device))[0]
+    (out / f"rank{rank}.json").write_text(json.dumps({"drawn": stage.drawn, "weights": weights,
+                                                      "batch": examples.tolist()}))

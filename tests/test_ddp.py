@@ -16,11 +16,13 @@ def torchrun(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return result
 
 
-def test_ranks_draw_their_own_masks_and_end_with_the_same_weights(tmp_path):
+def test_ranks_draw_their_own_masks_split_the_batch_and_end_with_the_same_weights(tmp_path):
     torchrun(str(ROOT / "tests" / "_ddp_worker.py"), str(tmp_path))
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert len(rank0["drawn"]) == 3 and rank0["drawn"] != rank1["drawn"]
     assert rank0["weights"] == rank1["weights"]                           # DDP averaged the gradients
+    assert len(rank0["batch"]) == len(rank1["batch"]) == 4                 # batch_size is the global batch
+    assert not set(rank0["batch"]) & set(rank1["batch"])                   # from disjoint shards
     assert (tmp_path / "generator.pt").exists() and (tmp_path / "generator_log.csv").exists()
 
 
