@@ -5,6 +5,7 @@ every setting is sampled at the same seeds (384 images per seed by default), and
 over the seeds, so the settings are compared on equal footing.
 
     python benchmarks/sampler_sweep.py --ckpt runs/tiny top_k=0 top_k=10 "top_k=10,cfg=4" temperature=0.7
+    python benchmarks/sampler_sweep.py --ckpt runs/tiny --sizes steps=16      # mean side per shape, vs the data's
 """
 import argparse
 import copy
@@ -14,8 +15,8 @@ from collections.abc import Iterator
 import torch
 
 from minimuse.config import RunConfig, SamplerConfig, apply_overrides
-from minimuse.data import build_dataset
-from minimuse.metrics import attribute_accuracy, compare_spread, spread_stats
+from minimuse.data import COLOURS, SHAPES, build_dataset
+from minimuse.metrics import attribute_accuracy, compare_spread, detect_shapes, spread_stats
 from minimuse.sampler import generate
 from minimuse.stages import load_generator
 
@@ -26,19 +27,31 @@ def with_setting(sampler: SamplerConfig, setting: str) -> SamplerConfig:
     return apply_overrides(cfg, [f"sampler.{item}" for item in setting.split(",") if item]).sampler
 
 
+def side_per_shape(images: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Mean detected side (pixels) of the images of each shape, grouped by the shape they were meant to show."""
+    detected = detect_shapes(images)
+    shape = labels // len(COLOURS)
+    return {name: detected.side[(shape == i) & detected.found].mean().item() for i, name in enumerate(SHAPES)}
+
+
+def format_sides(side: dict[str, float]) -> str:
+    return "side per shape " + ", ".join(f"{name} {px:.1f} px" for name, px in side.items())
+
+
 @torch.no_grad()
 def sweep(model, tokenizer, sampler: SamplerConfig, names: list[str], settings: list[str], per_class: int = 32,
           seeds: tuple[int, ...] = (0, 1), real_spread: dict | None = None) -> Iterator[dict]:
     """For each setting ("" = the run's own), as soon as it is sampled: mean accuracy, shape and colour accuracy
-    and accuracy per class over `seeds`, the accuracy at each seed, and (given the data's `spread_stats`) the
-    spread of the samples at each seed."""
+    and accuracy per class over `seeds`, the accuracy at each seed, the mean side per shape over `seeds`, and
+    (given the data's `spread_stats`) the spread of the samples at each seed."""
     labels = torch.arange(len(names)).repeat_interleave(per_class)
     for setting in settings:
         s = with_setting(sampler, setting)
-        results, spreads = [], []
+        results, spreads, sides = [], [], []
         for seed in seeds:
             images = generate(model, tokenizer, labels, s, seed)
             results.append(attribute_accuracy(images, labels, names))
+            sides.append(side_per_shape(images, labels))
             if real_spread is not None:
                 spreads.append(compare_spread(spread_stats(images), real_spread))
         yield {"setting": setting or "the run's sampler",
@@ -46,7 +59,8 @@ def sweep(model, tokenizer, sampler: SamplerConfig, names: list[str], settings: 
                   for k in ("accuracy", "shape_accuracy", "colour_accuracy")},
                "per_class": {name: statistics.mean(r["per_class"][name]["accuracy"] for r in results)
                              for name in names},
-               "per_seed": [r["accuracy"] for r in results], "spread": spreads}
+               "per_seed": [r["accuracy"] for r in results], "spread": spreads,
+               "side_per_shape": {name: statistics.mean(d[name] for d in sides) for name in SHAPES}}
 
 
 def main() -> None:
@@ -55,12 +69,20 @@ def main() -> None:
     p.add_argument("--per-class", type=int, default=32)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--per-class-report", action="store_true", help="also print every class's accuracy")
+    p.add_argument("--sizes", action="store_true", help="also print the mean side of each shape, and the data's")
     p.add_argument("settings", nargs="*", help='e.g. top_k=10 "cfg=3,cfg_schedule=constant"')
     args = p.parse_args()
     model, tokenizer, cfg, names = load_generator(args.ckpt, torch.device("cpu"))
     holdout = build_dataset("shapes", cfg.data.resolution, "holdout", seed=cfg.seed, size=cfg.data.holdout_size)
-    real = spread_stats(torch.stack([holdout[i][0] for i in range(len(holdout))]))
+    data = torch.stack([holdout[i][0] for i in range(len(holdout))])
+    real = spread_stats(data)
     print(f"{args.ckpt}: {args.per_class} samples per class at seeds {args.seeds}; the run's sampler: {cfg.sampler}")
+    if args.sizes:
+        data_labels = torch.tensor([holdout[i][1] for i in range(len(holdout))])
+        print("held-out data:", format_sides(side_per_shape(data, data_labels)))
+        with torch.no_grad():
+            rec = tokenizer.decode(tokenizer.encode(data))
+        print("its reconstructions by the tokenizer:", format_sides(side_per_shape(rec, data_labels)))
     for row in sweep(model, tokenizer, cfg.sampler, names, ["", *args.settings], args.per_class, tuple(args.seeds),
                      real):
         spread = "; ".join(", ".join(f"{k} {v:+.1%}" for k, v in s.items()) for s in row["spread"])
@@ -69,6 +91,8 @@ def main() -> None:
               + " ".join(f"{a:.1%}" for a in row["per_seed"])
               + f"), shape {row['shape_accuracy']:.1%}, colour {row['colour_accuracy']:.1%}, "
               + f"worst class {worst} {row['per_class'][worst]:.1%}; spread {spread}", flush=True)
+        if args.sizes:
+            print("    " + format_sides(row["side_per_shape"]), flush=True)
         if args.per_class_report:
             print("    " + ", ".join(f"{name} {a:.0%}" for name, a in row["per_class"].items()), flush=True)
 

@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from minimuse.config import SamplerConfig
 
@@ -23,3 +24,13 @@ def test_an_unknown_or_mistyped_setting_is_an_error():
         with_setting(SamplerConfig(), "topk=10")
     with pytest.raises(ValueError, match="bad value"):
         with_setting(SamplerConfig(), "top_k=1.5")
+
+
+def test_side_per_shape_groups_by_the_intended_shape():
+    from minimuse.data import COLOURS, SHAPES
+    from sampler_sweep import side_per_shape
+    images = torch.ones(3, 3, 32, 32)                                    # white canvases
+    for i, side in enumerate((8, 12, 16)):
+        images[i, :, 0:side, 0:side] = -1                                 # a black square of that side in each
+    labels = torch.tensor([SHAPES.index(s) * len(COLOURS) for s in SHAPES])
+    assert side_per_shape(images, labels) == {"circle": 8.0, "square": 12.0, "triangle": 16.0}
