@@ -135,10 +135,10 @@ def tiny() -> RunConfig:
     choice temperature of 2.5 instead of MaskGIT's 4.5: +1.3 points on average over five trained generators
     (-0.1 to +2.2), the worst class up ~5 points in all four where it was measured, the spread within 4
     points. A learning rate of 2e-3 instead of 1e-3: 91.8% and 93.6% against 90.3% and 87.1% at two seeds on
-    the same tokens (1536 samples each); 3e-3 gave 93.0% at one seed. 4600 steps fit both stages in 11.3-14.8
-    of the 15 minutes on a fast day (19.4-20.7 on a slow one) because precision "auto" picks bf16 on a CPU with
-    fast bf16 matmuls (~1.8x per step here; without them the generator stage takes ~16 min instead of ~8 on a
-    fast day). The tokenizer stays fp32: bf16 saved it 7%.
+    the same tokens (1536 samples each), 92.4% at a third; 3e-3 gave 93.0% and 90.7% at two. 4600 steps fit
+    both stages in 11.3-14.8 of the 15 minutes on a fast day (18.8-20.7 on a slow one) because precision
+    "auto" picks bf16 on a CPU with fast bf16 matmuls (~1.8x per step here; without them the generator stage
+    takes ~16 min instead of ~8 on a fast day). The tokenizer stays fp32: bf16 saved it 7%.
     """
     return RunConfig(
         preset="tiny",
