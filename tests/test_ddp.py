@@ -3,14 +3,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from tests.test_cli import ROOT, SMALL
 
 
-def torchrun(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def torchrun(*args: str) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                             *args], capture_output=True, text=True, cwd=cwd, timeout=300,
+                             *args], capture_output=True, text=True, cwd=ROOT, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, f"torchrun failed:\n{result.stdout}\n{result.stderr}"
     return result

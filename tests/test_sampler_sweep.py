@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from minimuse.config import SamplerConfig
+from minimuse.data import COLOURS, SHAPES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from sampler_sweep import with_setting  # noqa: E402
+from sampler_sweep import side_per_shape, with_setting  # noqa: E402
 
 
 def test_a_setting_changes_a_copy_of_the_runs_sampler():
@@ -27,8 +28,6 @@ def test_an_unknown_or_mistyped_setting_is_an_error():
 
 
 def test_side_per_shape_groups_by_the_intended_shape():
-    from minimuse.data import COLOURS, SHAPES
-    from sampler_sweep import side_per_shape
     images = torch.ones(3, 3, 32, 32)                                    # white canvases
     for i, side in enumerate((8, 12, 16)):
         images[i, :, 0:side, 0:side] = -1                                 # a black square of that side in each
