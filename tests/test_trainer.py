@@ -2,6 +2,8 @@ import pytest
 import torch
 
 from minimuse import trainer
+from minimuse.config import RunConfig, TrainConfig
+from tests._ddp_worker import ToyStage
 
 
 @pytest.mark.parametrize("has_bf16, expected", [(True, torch.bfloat16), (False, None)])
@@ -26,3 +28,50 @@ def test_the_bf16_check_reads_torchs_cpu_features_and_is_false_without_them(monk
 def test_unknown_precision_is_an_error():
     with pytest.raises(ValueError, match="choose auto, fp32 or bf16"):
         trainer.autocast_dtype(torch.device("cpu"), "fp16")
+
+
+def test_compile_needs_a_cpp_compiler_on_cpu_and_is_left_out_off_cuda(monkeypatch):
+    from torch._inductor import cpp_builder
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", lambda: "g++")
+    assert trainer.can_compile(cpu)
+
+    def no_compiler():
+        raise cpp_builder.exc.InvalidCxxCompiler
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", no_compiler)
+    assert not trainer.can_compile(cpu)
+    assert trainer.can_compile(torch.device("cuda")) and not trainer.can_compile(torch.device("mps"))
+
+
+def test_without_a_cpp_compiler_fit_trains_uncompiled_and_says_so(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(trainer, "can_compile", lambda device: False)
+    stage, wrapped = ToyStage(), []
+    stage.wrap = lambda ddp, compile: wrapped.append(compile)
+    tcfg = TrainConfig(steps=2, warmup=1, precision="fp32", compile=True)
+    trainer.fit(stage, iter(lambda: [torch.ones(8, 4)], None), tcfg, tmp_path, RunConfig())
+    assert wrapped == [False]
+    assert "generator: training without torch.compile (no C++ compiler was found)" in capsys.readouterr().out
+    assert (tmp_path / "generator.pt").exists()
+
+
+def test_adamw_is_fused_decays_matrices_only_and_updates_as_the_reference_loop():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.LayerNorm(3))
+    reference = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    tcfg = TrainConfig(lr=0.1, weight_decay=0.1)
+    opt = trainer.make_optimizer(model.parameters(), tcfg)
+    decayed, plain = opt.param_groups
+    assert opt.defaults["fused"] and [p.dim() for p in decayed["params"]] == [2]
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0 and len(plain["params"]) == 3
+    loop = torch.optim.AdamW([{"params": reference[:1], "weight_decay": 0.1},
+                              {"params": reference[1:], "weight_decay": 0.0}], lr=0.1, betas=tcfg.betas, foreach=False)
+    x = torch.randn(5, 3)
+    for _ in range(3):
+        for params, optimizer in ((list(model.parameters()), opt), (reference, loop)):
+            weight, bias, gain, shift = params
+            torch.nn.functional.layer_norm(x @ weight.T + bias, (3,), gain, shift).pow(3).sum().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    for fused, ref in zip(model.parameters(), reference):
+        torch.testing.assert_close(fused, ref)
