@@ -4,7 +4,7 @@ The ceiling is the best fp32 (or bf16) GEMM throughput measured here on large sq
 rate counts the FLOPs a training step must do (PaLM appendix B / nanoGPT's estimate_mfu: 6 per parameter per
 token for the matmuls, plus 12 * L * D per token per layer for attention) and divides by the measured step time.
 
-    python benchmarks/mfu.py --preset tiny [--dtype bf16] [--device cuda]
+    python benchmarks/mfu.py --preset tiny [--dtype bf16] [--device cuda] [--compile]
     python benchmarks/mfu.py --set generator.local_conv=true     # what the 3x3 convolutions cost per step
 """
 import argparse
@@ -51,18 +51,12 @@ def step_flops(model: MaskedTransformer, batch: int) -> float:
     return 6 * (per_token * tokens + per_example) * batch + 12 * depth * tokens ** 2 * d * batch
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="tiny")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
-    p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    args = p.parse_args()
-    device, dtype = torch.device(args.device), {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
-    cfg = apply_overrides(get_preset(args.preset), args.overrides)
+def make_step(cfg, device: torch.device, dtype: torch.dtype, compile: bool):
+    """(model, one training step on random tokens) of the preset's generator, optionally through torch.compile."""
     side = cfg.data.resolution // 2 ** (len(cfg.tokenizer.channel_mult) - 1)
+    torch.manual_seed(0)
     model = MaskedTransformer(cfg.generator, cfg.tokenizer.codebook_size, side * side, 12).to(device)
+    net = torch.compile(model) if compile else model
     opt = make_optimizer(model.parameters(), cfg.train_generator)
     batch = cfg.train_generator.batch_size
     ids = torch.randint(0, cfg.tokenizer.codebook_size, (batch, side, side), device=device)
@@ -71,27 +65,51 @@ def main() -> None:
     def step() -> None:
         inputs, targets, mask = model.mask_tokens(ids)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            loss = masked_token_loss(model(inputs, labels), targets, mask)
+            loss = masked_token_loss(net(inputs, labels), targets, mask)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for _ in range(5):
-        step()
-    times = []
-    for _ in range(args.repeats):
-        sync(device)
+    return model, step
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--compile", action="store_true", help="also time the torch.compile'd step, interleaved with "
+                   "the eager one (the same noise for both)")
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args()
+    device, dtype = torch.device(args.device), {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    cfg = apply_overrides(get_preset(args.preset), args.overrides)
+    variants = {"eager": make_step(cfg, device, dtype, compile=False)}
+    if args.compile:
+        variants["compiled"] = make_step(cfg, device, dtype, compile=True)
+    for name, (_, step) in variants.items():
         start = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
-    achieved, ceiling = step_flops(model, batch) / seconds, matmul_ceiling(device, dtype)
+        for _ in range(5):
+            step()
+        print(f"{name}: first 5 steps {time.perf_counter() - start:.1f} s")
+    times = {name: [] for name in variants}
+    for _ in range(args.repeats):
+        for name, (_, step) in variants.items():
+            sync(device)
+            start = time.perf_counter()
+            step()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    model, batch = variants["eager"][0], cfg.train_generator.batch_size
+    flops, ceiling = step_flops(model, batch), matmul_ceiling(device, dtype)
     print(f"{args.preset} generator step on {device} ({args.dtype}, {torch.get_num_threads()} threads): batch {batch}, "
-          f"seq {side * side}{'+1' if model.prefix else ''}, dim {cfg.generator.dim}, depth {cfg.generator.depth}")
-    print(f"  step {seconds * 1e3:.1f} ms (median of {args.repeats}), {step_flops(model, batch) / 1e9:.2f} GFLOP/step")
-    print(f"  achieved {achieved / 1e9:.1f} GFLOP/s; matmul ceiling {ceiling / 1e9:.1f} GFLOP/s; "
-          f"utilisation {achieved / ceiling:.0%}")
+          f"seq {model.seq_len}{'+1' if model.prefix else ''}, dim {cfg.generator.dim}, depth {cfg.generator.depth}, "
+          f"{flops / 1e9:.2f} GFLOP/step; matmul ceiling {ceiling / 1e9:.1f} GFLOP/s")
+    for name, ts in times.items():
+        seconds = statistics.median(ts)
+        print(f"  {name:8s} step {seconds * 1e3:.1f} ms (median of {args.repeats}), achieved "
+              f"{flops / seconds / 1e9:.1f} GFLOP/s, utilisation {flops / seconds / ceiling:.0%}")
 
 
 if __name__ == "__main__":

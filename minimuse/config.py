@@ -138,7 +138,9 @@ def tiny() -> RunConfig:
     the same tokens (1536 samples each), 92.4% at a third; 3e-3 gave 93.0% and 90.7% at two. 4600 steps fit
     both stages in 11.3-14.8 of the 15 minutes on a fast day (18.8-20.7 on a slow one) because precision
     "auto" picks bf16 on a CPU with fast bf16 matmuls (~1.8x per step here; without them the generator stage
-    takes ~16 min instead of ~8 on a fast day). The tokenizer stays fp32: bf16 saved it 7%.
+    takes ~16 min instead of ~8 on a fast day). The tokenizer stays fp32: bf16 saved it 7%. The generator is
+    compiled (`compile=True`, where a C++ compiler is found): a bf16 step 1.28x faster after a 1-minute compile,
+    ~1.7 minutes saved over 4600 steps on a slow day; the tokenizer's convolutions gained nothing from it.
     """
     return RunConfig(
         preset="tiny",
@@ -150,7 +152,7 @@ def tiny() -> RunConfig:
                                     ckpt_every=1000, precision="fp32"),
         sampler=SamplerConfig(top_k=10, choice_temperature=2.5),
         train_generator=TrainConfig(steps=4600, batch_size=64, lr=2e-3, warmup=100, weight_decay=0.05,
-                                    betas=(0.9, 0.95), sample_every=500),
+                                    betas=(0.9, 0.95), sample_every=500, compile=True),
     )
 
 
@@ -176,6 +178,7 @@ def tiny_mar() -> RunConfig:
     cfg.train_tokenizer.steps = 4500
     cfg.train_generator.steps = 2000           # a MAR step costs more: 4 diffusion draws per masked token
     cfg.train_generator.lr = 3e-3
+    cfg.train_generator.compile = False        # MAR indexes a masked count drawn per batch: a new graph each step
     return cfg
 
 

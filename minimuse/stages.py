@@ -210,7 +210,7 @@ def generator_loss(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor,
     MaskGIT's is the masked-token cross-entropy. `net`: the wrapped model (DDP / compile) to run, default model."""
     g = model.cfg
     if g.kind == "mar":
-        loss = (net or model)(tokens, labels)
+        loss = (model if net is None else net)(tokens, labels)
         return loss, {"loss": loss.detach()}
     loss, acc = masked_generator_loss(model, tokens, labels, g.cond_drop, g.label_smoothing, net)
     return loss, {"loss": loss.detach(), "acc": acc}

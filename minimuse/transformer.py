@@ -185,7 +185,7 @@ def masked_generator_loss(model: "MaskedTransformer", tokens: torch.Tensor, labe
     dropped to null with probability cond_drop, cross-entropy on the masked positions. `net` is what to run
     (model wrapped by DDP / torch.compile); default the model. Returns (loss, accuracy on masked positions)."""
     inputs, targets, mask = model.mask_tokens(tokens)                                  # (B, L) each
-    logits = (net or model)(inputs, drop_labels(labels, cond_drop, model.null_class))  # (B, L, K)
+    logits = (model if net is None else net)(inputs, drop_labels(labels, cond_drop, model.null_class))  # (B, L, K)
     loss = masked_token_loss(logits, targets, mask, label_smoothing)
     accuracy = (logits.argmax(-1) == targets)[mask].float().mean()
     return loss, accuracy

@@ -15,6 +15,8 @@ SMALL = ["--set", "tokenizer.channels=8", "--set", "tokenizer.codebook_size=32",
          "--set", "data.holdout_size=24", "--set", "train_tokenizer.batch_size=8",
          "--set", "train_generator.batch_size=8", "--set", "train_tokenizer.sample_every=2",
          "--set", "eval_per_class=4"]
+# The tiny preset compiles its generator; tests that are not about that skip the compile's warm-up.
+EAGER = ["--set", "train_generator.compile=false"]
 
 
 def run(script: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -28,7 +30,8 @@ def run(script: str, *args: str, check: bool = True) -> subprocess.CompletedProc
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run")
-    run("train.py", "--preset", "tiny", "--steps", "3", "--out", str(out), *SMALL)
+    result = run("train.py", "--preset", "tiny", "--steps", "3", "--out", str(out), *SMALL)   # as users run it
+    assert "torch.compile" in result.stdout                       # it says whether the generator was compiled
     return out
 
 
@@ -91,7 +94,7 @@ def test_user_errors_are_one_line(run_dir, tmp_path):
 def test_generator_stage_reuses_the_tokenizer_and_resume_continues(run_dir):
     before = torch.load(run_dir / "tokenizer.pt", weights_only=True)["step"]
     result = run("train.py", "--preset", "tiny", "--stage", "generator", "--steps", "5", "--resume",
-                 "--out", str(run_dir), *SMALL)
+                 "--out", str(run_dir), *SMALL, *EAGER)
     assert "resuming generator from step 3" in result.stdout
     assert torch.load(run_dir / "generator.pt", weights_only=True)["step"] == 5
     assert torch.load(run_dir / "tokenizer.pt", weights_only=True)["step"] == before
@@ -104,7 +107,7 @@ def test_generator_stage_is_the_same_whether_the_token_cache_is_hit(run_dir, tmp
         for f in files:
             (tmp_path / name / f).write_bytes((run_dir / f).read_bytes())
         result = run("train.py", "--preset", "tiny", "--stage", "generator", "--steps", "2",
-                     "--out", str(tmp_path / name), *SMALL)
+                     "--out", str(tmp_path / name), *SMALL, *EAGER)
         assert ("encode tokens" in result.stderr) == (name == "encode")
     encoded, cached = (torch.load(tmp_path / n / "generator.pt", weights_only=True)["model"]
                        for n in ("encode", "cached"))
@@ -115,7 +118,7 @@ def test_the_token_cache_is_not_reused_for_other_images(run_dir, tmp_path):
     for f in ("tokenizer.pt", "tokens.pt"):
         (tmp_path / f).write_bytes((run_dir / f).read_bytes())
     result = run("train.py", "--preset", "tiny", "--stage", "generator", "--steps", "1", "--seed", "1",
-                 "--out", str(tmp_path), *SMALL)                            # another seed draws other Shapes
+                 "--out", str(tmp_path), *SMALL, *EAGER)                     # another seed draws other Shapes
     assert "encode tokens" in result.stderr
 
 

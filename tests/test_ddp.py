@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from tests.test_cli import ROOT, SMALL
+from tests.test_cli import EAGER, ROOT, SMALL
 
 
 def torchrun(*args: str) -> subprocess.CompletedProcess:
@@ -26,7 +26,8 @@ def test_ranks_draw_their_own_masks_split_the_batch_and_end_with_the_same_weight
 
 
 def test_train_py_under_torchrun_trains_both_stages_and_reports_once(tmp_path):
-    result = torchrun("train.py", "--preset", "tiny", "--steps", "3", "--out", str(tmp_path), *SMALL)
+    result = torchrun("train.py", "--preset", "tiny", "--steps", "3", "--out", str(tmp_path), *SMALL,
+                      *EAGER)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["generator"]["samples_per_class"] == 4
     assert result.stdout.count("accuracy") == 1                           # rank 0 alone evaluates and reports
