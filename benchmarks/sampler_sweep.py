@@ -69,7 +69,8 @@ def main() -> None:
     p.add_argument("--per-class", type=int, default=32)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--per-class-report", action="store_true", help="also print every class's accuracy")
-    p.add_argument("--sizes", action="store_true", help="also print the mean side of each shape, and the data's")
+    p.add_argument("--sizes", action="store_true", help="also print the mean side of each shape, "
+                   "the data's, and its reconstructions' (with their accuracy under the checker)")
     p.add_argument("settings", nargs="*", help='e.g. top_k=10 "cfg=3,cfg_schedule=constant"')
     args = p.parse_args()
     model, tokenizer, cfg, names = load_generator(args.ckpt, torch.device("cpu"))
@@ -83,6 +84,9 @@ def main() -> None:
         with torch.no_grad():
             rec = tokenizer.decode(tokenizer.encode(data))
         print("its reconstructions by the tokenizer:", format_sides(side_per_shape(rec, data_labels)))
+        checked = attribute_accuracy(rec, data_labels, names)            # the most a generator can show here
+        print(f"    the checker reads {checked['accuracy']:.1%} of them right: "
+              + ", ".join(f"{name} {c['accuracy']:.0%}" for name, c in checked["per_class"].items()))
     for row in sweep(model, tokenizer, cfg.sampler, names, ["", *args.settings], args.per_class, tuple(args.seeds),
                      real):
         spread = "; ".join(", ".join(f"{k} {v:+.1%}" for k, v in s.items()) for s in row["spread"])
