@@ -12,7 +12,7 @@ import time
 import torch
 
 from minimuse.config import get_preset
-from minimuse.stages import new_generator
+from minimuse.stages import build_generator
 from minimuse.vqgan import VQGAN
 
 IMPLEMENTATIONS = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
@@ -37,9 +37,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=50)
     args = p.parse_args()
     cfg = get_preset(args.preset)
-    side = cfg.data.resolution // 2 ** (len(cfg.tokenizer.channel_mult) - 1)
-    token_size = cfg.tokenizer.codebook_size if cfg.generator.kind == "maskgit" else cfg.tokenizer.token_dim
-    models = {"tokenizer": VQGAN(cfg.tokenizer), "generator": new_generator(cfg.generator, token_size, side ** 2, 12)}
+    tokenizer = VQGAN(cfg.tokenizer)
+    models = {"tokenizer": tokenizer, "generator": build_generator(cfg, tokenizer, num_classes=12)}
     print(f"AdamW step on {args.preset}'s parameters, {torch.get_num_threads()} threads, median of {args.repeats}")
     for name, model in models.items():
         params = list(model.parameters())
