@@ -70,6 +70,17 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     raise ValueError(f"unknown precision {precision!r}; choose auto, fp32 or bf16")
 
 
+def avoid_cudnn_attention(device: torch.device) -> None:
+    """Take cuDNN's fused attention out of `F.scaled_dot_product_attention`'s choices on CUDA, for training.
+
+    On an H200 (torch 2.11, the default backend choice) the tiny generator's bf16 loss turned NaN after ~140
+    steps in three runs out of three (docs/benchmarks.md, "On a GPU"); cuDNN's bf16 attention backward has been
+    reported to return NaN gradients on Hopper (pytorch/pytorch#196678). Flash and memory-efficient attention
+    take its place, with the same results up to rounding."""
+    if device.type == "cuda":
+        torch.backends.cuda.enable_cudnn_sdp(False)
+
+
 def can_compile(device: torch.device) -> bool:
     """Whether `torch.compile` can run here: on CUDA always (Triton); on CPU, Inductor writes C++ and needs a C++
     compiler (g++ or clang++; cl on Windows), which a laptop may lack; elsewhere (MPS...) it is not used."""
@@ -169,6 +180,16 @@ class CSVLog:
             w.writerow(row)
 
 
+def stop_if_not_finite(values: dict[str, float], kind: str, step: int, ckpt_path: Path) -> None:
+    """Raise before an optimizer step that would write NaN/inf into the weights: one such step poisons every
+    step after it, and the run would go on for hours producing noise."""
+    bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+    if bad:
+        kept = f"{ckpt_path} holds the last checkpoint" if ckpt_path.exists() else "no checkpoint was written yet"
+        raise FloatingPointError(f"{kind}: {', '.join(f'{k}={v}' for k, v in bad.items())} at step {step}; "
+                                 f"stopped before the update ({kept}). Try precision=fp32 or a lower lr.")
+
+
 def fit(stage, batches: Iterator, tcfg: TrainConfig, out_dir: Path, run_config, resume: bool = False) -> None:
     """Train `stage` for `tcfg.steps` optimizer steps, writing `<out_dir>/<stage.kind>.pt`, a CSV log, its
     plot and sample grids. With `resume`, continue from the checkpoint's step and optimizer state."""
@@ -201,6 +222,7 @@ def fit(stage, batches: Iterator, tcfg: TrainConfig, out_dir: Path, run_config, 
         # dropout: with one seed everywhere, every rank would mask its examples exactly as the others do.
         seed_everything(run_config.seed + rank)
     dtype = autocast_dtype(stage.device, tcfg.precision)
+    avoid_cudnn_attention(stage.device)
     if is_main:
         print(f"{stage.kind}: {'bf16 autocast' if dtype else 'fp32'} on {stage.device} (precision={tcfg.precision})"
               + ("; torch.compile: the first steps wait for it (a minute on a 2-core CPU)" if compile else ""))
@@ -232,6 +254,7 @@ def fit(stage, batches: Iterator, tcfg: TrainConfig, out_dir: Path, run_config, 
         for name, opt in optimizers.items():
             if tcfg.grad_clip > 0:
                 totals[f"gnorm_{name}"] = float(torch.nn.utils.clip_grad_norm_(params[name], tcfg.grad_clip))
+            stop_if_not_finite(totals, stage.kind, step, ckpt_path)
             opt.step()
             opt.zero_grad(set_to_none=True)
         if ema is not None:

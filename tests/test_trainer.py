@@ -75,3 +75,30 @@ def test_adamw_is_fused_decays_matrices_only_and_updates_as_the_reference_loop()
             optimizer.zero_grad()
     for fused, ref in zip(model.parameters(), reference):
         torch.testing.assert_close(fused, ref)
+
+
+def test_training_on_cuda_takes_cudnn_attention_out_of_sdpas_choices(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(torch.backends.cuda, "enable_cudnn_sdp", calls.append)
+    trainer.avoid_cudnn_attention(torch.device("cpu"))
+    assert calls == []                                                   # nothing to change off CUDA
+    trainer.avoid_cudnn_attention(torch.device("cuda"))
+    assert calls == [False]
+    seen = []                                                            # and `fit` asks for it with its device
+    monkeypatch.setattr(trainer, "avoid_cudnn_attention", seen.append)
+    trainer.fit(ToyStage(), iter(lambda: [torch.ones(8, 4)], None), TrainConfig(steps=1, warmup=1, precision="fp32"),
+                tmp_path, RunConfig())
+    assert seen == [torch.device("cpu")]
+
+
+def test_a_non_finite_gradient_stops_training_before_the_update_and_keeps_the_last_checkpoint(tmp_path):
+    stage = ToyStage()
+    good, bad = torch.ones(8, 4), torch.full((8, 4), float("nan"))
+    batches = iter([[good], [good], [good], [bad]])                      # step 3 sees a NaN
+    tcfg = TrainConfig(steps=10, warmup=1, precision="fp32", ckpt_every=2)
+    with pytest.raises(FloatingPointError, match=r"gnorm_g=nan at step 3; stopped before the update \(.*generator.pt "
+                                                 r"holds the last checkpoint\)"):
+        trainer.fit(stage, batches, tcfg, tmp_path, RunConfig())
+    assert all(p.isfinite().all() for p in stage.model.parameters())    # the NaN step changed nothing
+    saved = torch.load(tmp_path / "generator.pt", weights_only=True)
+    assert saved["step"] == 2 and all(v.isfinite().all() for v in saved["model"].values())
