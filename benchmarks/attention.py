@@ -1,9 +1,9 @@
 """Which attention implementation is faster here: F.scaled_dot_product_attention or plain softmax(QK^T)V?
 
 `transformer.attention` uses the plain version for bf16 on CPU up to CPU_BF16_MATH_ATTENTION_MAX_LEN tokens and
-SDPA otherwise (always on GPUs, where SDPA dispatches to flash/memory-efficient kernels). This script prints the
-forward+backward time of both at the sequence lengths our presets use, so the rule can be checked on the
-machine at hand.
+SDPA otherwise (always on GPUs, where SDPA dispatches to flash/memory-efficient kernels; training leaves cuDNN's
+out, `trainer.avoid_cudnn_attention`, and so does this script). This script prints the forward+backward time of
+both at the sequence lengths our presets use, so the rule can be checked on the machine at hand.
 
     python benchmarks/attention.py [--device cpu|cuda] [--dtype fp32|bf16]
 """
@@ -14,6 +14,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from minimuse.trainer import avoid_cudnn_attention
 from minimuse.transformer import CPU_BF16_MATH_ATTENTION_MAX_LEN
 
 
@@ -49,6 +50,7 @@ def main() -> None:
     p.add_argument("--head-dim", type=int, default=48)
     args = p.parse_args()
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    avoid_cudnn_attention(torch.device(args.device))                     # as training does
     print(f"device {args.device}, {args.dtype}, batch {args.batch}, {args.heads} heads of {args.head_dim}; "
           f"threads {torch.get_num_threads()}; CPU_BF16_MATH_ATTENTION_MAX_LEN = {CPU_BF16_MATH_ATTENTION_MAX_LEN}")
     print(f"{'seq':>5} {'math ms':>9} {'sdpa ms':>9} {'sdpa/math':>10}  faster")

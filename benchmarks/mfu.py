@@ -15,7 +15,7 @@ import torch
 
 from minimuse.config import apply_overrides, get_preset
 from minimuse.transformer import MaskedTransformer, masked_token_loss
-from minimuse.trainer import make_optimizer
+from minimuse.trainer import avoid_cudnn_attention, make_optimizer
 
 
 def sync(device: torch.device) -> None:
@@ -24,9 +24,10 @@ def sync(device: torch.device) -> None:
 
 
 def matmul_ceiling(device: torch.device, dtype: torch.dtype, repeats: int = 10) -> float:
-    """Best FLOP/s of an n x n @ n x n GEMM over a few sizes (median of `repeats` each)."""
+    """Best FLOP/s of an n x n @ n x n GEMM over a few sizes (median of `repeats` each). A GPU needs larger
+    matrices than a CPU to reach its peak."""
     best = 0.0
-    for n in (512, 1024, 2048):
+    for n in (512, 1024, 2048) + ((4096, 8192) if device.type == "cuda" else ()):
         a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
         a @ b
         times = []
@@ -85,6 +86,7 @@ def main() -> None:
     args = p.parse_args()
     device, dtype = torch.device(args.device), {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     cfg = apply_overrides(get_preset(args.preset), args.overrides)
+    avoid_cudnn_attention(device)                                         # as training does
     variants = {"eager": make_step(cfg, device, dtype, compile=False)}
     if args.compile:
         variants["compiled"] = make_step(cfg, device, dtype, compile=True)
