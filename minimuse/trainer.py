@@ -182,7 +182,8 @@ class CSVLog:
 
 def stop_if_not_finite(values: dict[str, float], kind: str, step: int, ckpt_path: Path) -> None:
     """Raise before an optimizer step that would write NaN/inf into the weights: one such step poisons every
-    step after it, and the run would go on for hours producing noise."""
+    step after it, and the run would go on for hours producing noise. `values`: the losses and gradient norms
+    (not the logged metrics: a PSNR may be rightly infinite)."""
     bad = {k: v for k, v in values.items() if not math.isfinite(v)}
     if bad:
         kept = f"{ckpt_path} holds the last checkpoint" if ckpt_path.exists() else "no checkpoint was written yet"
@@ -242,19 +243,23 @@ def fit(stage, batches: Iterator, tcfg: TrainConfig, out_dir: Path, run_config, 
         for opt in optimizers.values():
             for group in opt.param_groups:
                 group["lr"] = lr
-        totals: dict[str, float] = {}
+        totals: dict[str, float] = {}                                     # logged
+        checked: dict[str, float] = {}                                    # must be finite for the update
         for _ in range(tcfg.grad_accum):
             batch = next(batches)
             with torch.autocast(stage.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 losses, metrics = stage.losses(batch, step)
             for name, loss in losses.items():
                 (loss / tcfg.grad_accum).backward(inputs=params[name])
+                checked[f"loss_{name}"] = checked.get(f"loss_{name}", 0.0) + float(loss.detach())
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + float(v) / tcfg.grad_accum
-        for name, opt in optimizers.items():
-            if tcfg.grad_clip > 0:
-                totals[f"gnorm_{name}"] = float(torch.nn.utils.clip_grad_norm_(params[name], tcfg.grad_clip))
-            stop_if_not_finite(totals, stage.kind, step, ckpt_path)
+        if tcfg.grad_clip > 0:
+            for name in optimizers:
+                gnorm = float(torch.nn.utils.clip_grad_norm_(params[name], tcfg.grad_clip))
+                totals[f"gnorm_{name}"] = checked[f"gnorm_{name}"] = gnorm
+        stop_if_not_finite(checked, stage.kind, step, ckpt_path)
+        for opt in optimizers.values():
             opt.step()
             opt.zero_grad(set_to_none=True)
         if ema is not None:

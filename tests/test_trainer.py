@@ -91,13 +91,15 @@ def test_training_on_cuda_takes_cudnn_attention_out_of_sdpas_choices(monkeypatch
     assert seen == [torch.device("cpu")]
 
 
-def test_a_non_finite_gradient_stops_training_before_the_update_and_keeps_the_last_checkpoint(tmp_path):
+def test_a_non_finite_loss_stops_training_before_the_update_and_keeps_the_last_checkpoint(tmp_path):
     stage = ToyStage()
+    losses = stage.losses
+    stage.losses = lambda batch, step: (losses(batch, step)[0], {"psnr": float("inf")})  # a metric may be inf
     good, bad = torch.ones(8, 4), torch.full((8, 4), float("nan"))
     batches = iter([[good], [good], [good], [bad]])                      # step 3 sees a NaN
     tcfg = TrainConfig(steps=10, warmup=1, precision="fp32", ckpt_every=2)
-    with pytest.raises(FloatingPointError, match=r"gnorm_g=nan at step 3; stopped before the update \(.*generator.pt "
-                                                 r"holds the last checkpoint\)"):
+    with pytest.raises(FloatingPointError, match=r"loss_g=nan, gnorm_g=nan at step 3; stopped before the update "
+                                                 r"\(.*generator.pt holds the last checkpoint\)"):
         trainer.fit(stage, batches, tcfg, tmp_path, RunConfig())
     assert all(p.isfinite().all() for p in stage.model.parameters())    # the NaN step changed nothing
     saved = torch.load(tmp_path / "generator.pt", weights_only=True)
