@@ -6,6 +6,7 @@ over the seeds, so the settings are compared on equal footing.
 
     python benchmarks/sampler_sweep.py --ckpt runs/tiny top_k=0 top_k=10 "top_k=10,cfg=4" temperature=0.7
     python benchmarks/sampler_sweep.py --ckpt runs/tiny --sizes steps=16      # mean side per shape, vs the data's
+    python benchmarks/sampler_sweep.py --ckpt runs/tiny --misread misread.png # what the checker rejects, per class
 """
 import argparse
 import copy
@@ -16,9 +17,10 @@ import torch
 
 from minimuse.config import RunConfig, SamplerConfig, apply_overrides
 from minimuse.data import COLOURS, SHAPES, build_dataset
-from minimuse.metrics import attribute_accuracy, compare_spread, detect_shapes, spread_stats
+from minimuse.metrics import attribute_accuracy, classify_shapes, compare_spread, detect_shapes, spread_stats
 from minimuse.sampler import generate
 from minimuse.stages import load_generator
+from minimuse.viz import save_grid
 
 
 def with_setting(sampler: SamplerConfig, setting: str) -> SamplerConfig:
@@ -32,6 +34,17 @@ def side_per_shape(images: torch.Tensor, labels: torch.Tensor) -> dict[str, floa
     detected = detect_shapes(images)
     shape = labels // len(COLOURS)
     return {name: detected.side[(shape == i) & detected.found].mean().item() for i, name in enumerate(SHAPES)}
+
+
+def misread_rows(images: torch.Tensor, labels: torch.Tensor, num_classes: int, per_row: int = 8) -> torch.Tensor:
+    """The images the checker does not read as their label, one row of up to `per_row` per class (blank, white,
+    where a class has fewer): (num_classes * per_row, 3, H, W), for `save_grid(..., nrow=per_row)`."""
+    read, _ = classify_shapes(images)
+    rows = torch.ones(num_classes, per_row, *images.shape[1:])
+    for k in range(num_classes):
+        wrong = images[(labels == k) & (read != k)][:per_row]
+        rows[k, : len(wrong)] = wrong
+    return rows.flatten(0, 1)
 
 
 def format_sides(side: dict[str, float]) -> str:
@@ -71,6 +84,8 @@ def main() -> None:
     p.add_argument("--per-class-report", action="store_true", help="also print every class's accuracy")
     p.add_argument("--sizes", action="store_true", help="also print the mean side of each shape, "
                    "the data's, and its reconstructions' (with their accuracy under the checker)")
+    p.add_argument("--misread", metavar="PNG", help="also save the samples the checker misreads with the run's "
+                   "sampler at the first seed, a row of up to 8 per class (blank: none)")
     p.add_argument("settings", nargs="*", help='e.g. top_k=10 "cfg=3,cfg_schedule=constant"')
     args = p.parse_args()
     model, tokenizer, cfg, names = load_generator(args.ckpt, torch.device("cpu"))
@@ -87,6 +102,11 @@ def main() -> None:
         checked = attribute_accuracy(rec, data_labels, names)            # the most a generator can show here
         print(f"    the checker reads {checked['accuracy']:.1%} of them right: "
               + ", ".join(f"{name} {c['accuracy']:.0%}" for name, c in checked["per_class"].items()))
+    if args.misread:
+        labels = torch.arange(len(names)).repeat_interleave(args.per_class)
+        images = generate(model, tokenizer, labels, cfg.sampler, args.seeds[0])
+        save_grid(misread_rows(images, labels, len(names)), args.misread, nrow=8, scale=4)
+        print(f"wrote {args.misread}: misread samples, a row per class in the order {', '.join(names)}")
     for row in sweep(model, tokenizer, cfg.sampler, names, ["", *args.settings], args.per_class, tuple(args.seeds),
                      real):
         spread = "; ".join(", ".join(f"{k} {v:+.1%}" for k, v in s.items()) for s in row["spread"])

@@ -33,3 +33,17 @@ def test_side_per_shape_groups_by_the_intended_shape():
         images[i, :, 0:side, 0:side] = -1                                 # a black square of that side in each
     labels = torch.tensor([SHAPES.index(s) * len(COLOURS) for s in SHAPES])
     assert side_per_shape(images, labels) == {"circle": 8.0, "square": 12.0, "triangle": 16.0}
+
+
+def test_misread_rows_hold_only_what_the_checker_rejects_one_row_per_class():
+    from minimuse.data import build_dataset
+    from sampler_sweep import misread_rows
+    data = build_dataset("shapes", 32, "holdout", seed=0, size=24)
+    images = torch.stack([data[i][0] for i in range(len(data))])
+    labels = torch.tensor([data[i][1] for i in range(len(data))])
+    blank = torch.zeros(1, 3, 32, 32)                                     # no shape at all: always misread
+    rows = misread_rows(torch.cat([images, blank]), torch.cat([labels, torch.tensor([5])]), 12, per_row=3)
+    assert rows.shape == (36, 3, 32, 32)
+    white = rows.flatten(1).eq(1).all(1).view(12, 3)                     # (class, slot): an empty slot
+    assert torch.equal(rows[15], blank[0]) and white[5, 1:].all()        # class 5's row: the blank, then nothing
+    assert white.sum() == 35                                              # the real images are all read right
