@@ -49,7 +49,7 @@ def main(argv=None) -> None:
         apply_overrides(cfg, args.overrides)
         run_pipeline(cfg, args.out or f"runs/{args.preset}", STAGES[args.stage], pick_device(args.device),
                      resume=args.resume)
-    except (ValueError, FileNotFoundError, CheckpointError) as e:
+    except (ValueError, FileNotFoundError, CheckpointError, FloatingPointError) as e:
         sys.exit(f"error: {e}")
 
 

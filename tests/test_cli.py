@@ -1,5 +1,6 @@
 """End to end: train.py and sample.py as a user runs them, with tiny step counts, in a temp folder."""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -89,6 +90,12 @@ def test_user_errors_are_one_line(run_dir, tmp_path):
         assert result.returncode != 0 and "Traceback" not in result.stderr, (args, result.stderr)
         assert result.stderr.strip().startswith("error:"), result.stderr
     assert "tokenizer.codebook_size" in run("train.py", *cases[4][1:], check=False).stderr  # lists the valid keys
+    # a run that diverges (its weights overflow after one step) ends its progress bar with a one-line error
+    result = run("train.py", "--stage", "tokenizer", "--steps", "3", "--out", str(tmp_path / "nan"), *SMALL,
+                 "--set", "train_tokenizer.lr=1e30", check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert re.match(r"error: tokenizer: loss_g=(nan|inf), gnorm_g=(nan|inf) at step 1; stopped before the update",
+                    result.stderr.strip().splitlines()[-1]), result.stderr
 
 
 def test_generator_stage_reuses_the_tokenizer_and_resume_continues(run_dir):
