@@ -17,6 +17,7 @@ same step independently.
 
     python benchmarks/oracle_sampler.py                       # 8x8 tokens of 4x4 pixels, as --preset tiny (~50 min)
     python benchmarks/oracle_sampler.py --grid 12 --patch 1   # the 5-id token Shapes of token_shapes.py (~16 min)
+    python benchmarks/oracle_sampler.py --rows 3              # the preset's sampler at 8 and 12 steps, and MaskGIT's
 
 When the sampler has drawn a grid that no enumerated image matches (tokens of one step that contradict
 each other), the conditionals fall back to the grids with the fewest disagreements (a soft count with
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 from einops import rearrange
 
-from minimuse.config import get_preset
+from minimuse.config import SamplerConfig, get_preset
 from minimuse.data import COLOURS, SHAPES, SHAPES_CLASS_NAMES, ShapeAttributes, shape_mask
 from minimuse.metrics import attribute_accuracy
 from minimuse.sampler import generate
@@ -160,6 +161,7 @@ def main() -> None:
     p.add_argument("--positions", type=int, default=64, help="centre draws enumerated per axis")
     p.add_argument("--per-class", type=int, default=32)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--rows", type=int, default=None, help="sample only the first N sampler settings of the table")
     args = p.parse_args()
     torch.set_grad_enabled(False)
 
@@ -169,15 +171,19 @@ def main() -> None:
           f"{args.patch}x{args.patch} pixels: {' / '.join(str(len(g)) for g in oracle.grids)} distinct grids "
           f"(circle / square / triangle), {oracle.vocab} token ids ({time.perf_counter() - start:.0f} s)", flush=True)
     preset = get_preset("tiny").sampler
-    exact = replace(preset, cfg=0.0)
-    rows = [("the preset: 8 steps, guidance 2 ramped, choice temperature 4.5", preset),
+    maskgit = SamplerConfig(steps=8, cfg=2.0, cfg_schedule="linear")      # choice temperature 4.5, no top-k
+    exact = replace(maskgit, cfg=0.0)
+    rows = [(f"the preset: {preset.steps} steps, guidance {preset.cfg:g} ({preset.cfg_schedule}), choice temperature "
+             f"{preset.choice_temperature:g}, top-k {preset.top_k}", preset),
+            ("the preset's sampler at 12 steps", replace(preset, steps=12)),
+            ("MaskGIT's sampler: 8 steps, guidance 2 ramped, choice temperature 4.5", maskgit),
             ("8 steps, no guidance (the exact conditionals)", exact),
             *((f"{n} steps, no guidance", replace(exact, steps=n)) for n in (12, 16, 24)),
             ("one token per step, no guidance", replace(exact, steps=oracle.seq_len)),
             ("8 steps, choice temperature 0 (most confident first)", replace(exact, choice_temperature=0.0)),
             ("8 steps, choice temperature 9", replace(exact, choice_temperature=9.0)),
             ("8 steps, temperature 0.7", replace(exact, temperature=0.7)),
-            ("8 steps, guidance 5 constant", replace(preset, cfg=5.0, cfg_schedule="constant"))]
+            ("8 steps, guidance 5 constant", replace(maskgit, cfg=5.0, cfg_schedule="constant"))][:args.rows]
     labels = torch.arange(len(SHAPES_CLASS_NAMES)).repeat_interleave(args.per_class)
     data = attribute_accuracy(oracle.decode(sample_data(oracle, labels)), labels, SHAPES_CLASS_NAMES)
     print(f"the checker reads {len(labels)} enumerated images (drawn by their weights) {data['accuracy']:.1%} right\n",
