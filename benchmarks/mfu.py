@@ -8,14 +8,17 @@ token for the matmuls, plus 12 * L * D per token per layer for attention) and di
     python benchmarks/mfu.py --set generator.local_conv=true     # what the 3x3 convolutions cost per step
 """
 import argparse
+import math
 import statistics
 import time
 
 import torch
 
 from minimuse.config import apply_overrides, get_preset
+from minimuse.stages import build_generator
 from minimuse.transformer import MaskedTransformer, masked_token_loss
 from minimuse.trainer import avoid_cudnn_attention, make_optimizer
+from minimuse.vqgan import VQGAN
 
 
 def sync(device: torch.device) -> None:
@@ -54,9 +57,9 @@ def step_flops(model: MaskedTransformer, batch: int) -> float:
 
 def make_step(cfg, device: torch.device, dtype: torch.dtype, compile: bool):
     """(model, one training step on random tokens) of the preset's generator, optionally through torch.compile."""
-    side = cfg.data.resolution // 2 ** (len(cfg.tokenizer.channel_mult) - 1)
     torch.manual_seed(0)
-    model = MaskedTransformer(cfg.generator, cfg.tokenizer.codebook_size, side * side, 12).to(device)
+    model = build_generator(cfg, VQGAN(cfg.tokenizer), num_classes=12).to(device)
+    side = math.isqrt(model.seq_len)                                      # the token grid is side x side
     net = torch.compile(model) if compile else model
     opt = make_optimizer(model.parameters(), cfg.train_generator)
     batch = cfg.train_generator.batch_size
