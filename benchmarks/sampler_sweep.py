@@ -55,14 +55,17 @@ def format_sides(side: dict[str, float]) -> str:
 def sweep(model, tokenizer, sampler: SamplerConfig, names: list[str], settings: list[str], per_class: int = 32,
           seeds: tuple[int, ...] = (0, 1), real_spread: dict | None = None) -> Iterator[dict]:
     """For each setting ("" = the run's own), as soon as it is sampled: mean accuracy, shape and colour accuracy
-    and accuracy per class over `seeds`, the accuracy at each seed, the mean side per shape over `seeds`, and
-    (given the data's `spread_stats`) the spread of the samples at each seed."""
+    and accuracy per class over `seeds`, the accuracy at each seed, the mean side per shape over `seeds`,
+    (given the data's `spread_stats`) the spread of the samples at each seed, and the samples of the first seed
+    with their labels."""
     labels = torch.arange(len(names)).repeat_interleave(per_class)
     for setting in settings:
         s = with_setting(sampler, setting)
         results, spreads, sides = [], [], []
         for seed in seeds:
             images = generate(model, tokenizer, labels, s, seed)
+            if seed == seeds[0]:
+                first_images = images
             results.append(attribute_accuracy(images, labels, names))
             sides.append(side_per_shape(images, labels))
             if real_spread is not None:
@@ -73,7 +76,8 @@ def sweep(model, tokenizer, sampler: SamplerConfig, names: list[str], settings: 
                "per_class": {name: statistics.mean(r["per_class"][name]["accuracy"] for r in results)
                              for name in names},
                "per_seed": [r["accuracy"] for r in results], "spread": spreads,
-               "side_per_shape": {name: statistics.mean(d[name] for d in sides) for name in SHAPES}}
+               "side_per_shape": {name: statistics.mean(d[name] for d in sides) for name in SHAPES},
+               "first_seed": (first_images, labels)}
 
 
 def main() -> None:
@@ -102,13 +106,8 @@ def main() -> None:
         checked = attribute_accuracy(rec, data_labels, names)            # the most a generator can show here
         print(f"    the checker reads {checked['accuracy']:.1%} of them right: "
               + ", ".join(f"{name} {c['accuracy']:.0%}" for name, c in checked["per_class"].items()))
-    if args.misread:
-        labels = torch.arange(len(names)).repeat_interleave(args.per_class)
-        images = generate(model, tokenizer, labels, cfg.sampler, args.seeds[0])
-        save_grid(misread_rows(images, labels, len(names)), args.misread, nrow=8, scale=4)
-        print(f"wrote {args.misread}: misread samples, a row per class in the order {', '.join(names)}")
-    for row in sweep(model, tokenizer, cfg.sampler, names, ["", *args.settings], args.per_class, tuple(args.seeds),
-                     real):
+    for i, row in enumerate(sweep(model, tokenizer, cfg.sampler, names, ["", *args.settings], args.per_class,
+                                  tuple(args.seeds), real)):
         spread = "; ".join(", ".join(f"{k} {v:+.1%}" for k, v in s.items()) for s in row["spread"])
         worst = min(row["per_class"], key=row["per_class"].get)
         print(f"{row['setting']:<40} accuracy {row['accuracy']:.1%} (per seed "
@@ -119,6 +118,9 @@ def main() -> None:
             print("    " + format_sides(row["side_per_shape"]), flush=True)
         if args.per_class_report:
             print("    " + ", ".join(f"{name} {a:.0%}" for name, a in row["per_class"].items()), flush=True)
+        if args.misread and i == 0:                                       # the run's own sampler
+            save_grid(misread_rows(*row["first_seed"], len(names)), args.misread, nrow=8, scale=4)
+            print(f"wrote {args.misread}: misread samples, a row per class in the order {', '.join(names)}")
 
 
 if __name__ == "__main__":
