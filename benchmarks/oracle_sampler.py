@@ -171,7 +171,7 @@ def main() -> None:
           f"{args.patch}x{args.patch} pixels: {' / '.join(str(len(g)) for g in oracle.grids)} distinct grids "
           f"(circle / square / triangle), {oracle.vocab} token ids ({time.perf_counter() - start:.0f} s)", flush=True)
     preset = get_preset("tiny").sampler
-    maskgit = SamplerConfig(steps=8, cfg=2.0, cfg_schedule="linear")      # choice temperature 4.5, no top-k
+    maskgit = SamplerConfig()                     # the defaults: 8 steps, guidance 2 ramped, choice temperature 4.5
     exact = replace(maskgit, cfg=0.0)
     rows = [(f"the preset: {preset.steps} steps, guidance {preset.cfg:g} ({preset.cfg_schedule}), choice temperature "
              f"{preset.choice_temperature:g}, top-k {preset.top_k}", preset),
