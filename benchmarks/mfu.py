@@ -6,6 +6,13 @@ token for the matmuls, plus 12 * L * D per token per layer for attention) and di
 
     python benchmarks/mfu.py --preset tiny [--dtype bf16] [--device cuda] [--compile]
     python benchmarks/mfu.py --set generator.local_conv=true     # what the 3x3 convolutions cost per step
+    python benchmarks/mfu.py --dtype bf16 --compile --breakdown  # how much of a CPU step the matmuls take
+
+`--breakdown` says how far the step is from the ceiling and why: it profiles the steps (torch.profiler, FLOPs
+per GEMM op) and reports the time in matrix multiplies, their own FLOP/s over the ceiling (what the step would
+reach if nothing else took time), and where the rest goes (activations, norms, casts, the optimizer). In bf16
+on CPU attention runs as two GEMMs and the profiled FLOPs equal the formula's; in fp32 SDPA's kernel does
+attention's share outside them.
 """
 import argparse
 import math
@@ -13,6 +20,8 @@ import statistics
 import time
 
 import torch
+import torch._inductor.config
+from torch.profiler import ProfilerActivity, profile
 
 from minimuse.config import apply_overrides, get_preset
 from minimuse.stages import build_generator
@@ -55,6 +64,24 @@ def step_flops(model: MaskedTransformer, batch: int) -> float:
     return 6 * (per_token * tokens + per_example) * batch + 12 * depth * tokens ** 2 * d * batch
 
 
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def profile_gemms(step, repeats: int) -> tuple[float, float, list[tuple[str, float]]]:
+    """Profile `repeats` CPU steps (torch.profiler, FLOPs counted per op). Returns the seconds a step spends in
+    GEMM ops, the FLOPs they do, and the five other ops (or compiled kernels) that take the most time, as
+    (name, seconds a step)."""
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        for _ in range(repeats):
+            step()
+    events = prof.key_averages()
+    gemms = [e for e in events if e.key in GEMM_OPS]
+    seconds = sum(e.self_cpu_time_total for e in gemms) / repeats / 1e6           # the profiler counts in us
+    rest = sorted((e for e in events if e.key not in GEMM_OPS), key=lambda e: -e.self_cpu_time_total)[:5]
+    return seconds, sum(e.flops for e in gemms) / repeats, [(e.key, e.self_cpu_time_total / repeats / 1e6)
+                                                              for e in rest]
+
+
 def make_step(cfg, device: torch.device, dtype: torch.dtype, compile: bool):
     """(model, one training step on random tokens) of the preset's generator, optionally through torch.compile."""
     torch.manual_seed(0)
@@ -85,9 +112,15 @@ def main() -> None:
     p.add_argument("--compile", action="store_true", help="also time the torch.compile'd step, interleaved with "
                    "the eager one (the same noise for both)")
     p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--breakdown", action="store_true", help="profile the steps: the matmuls' share of a step "
+                   "and their own FLOP/s against the ceiling (CPU only)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
     device, dtype = torch.device(args.device), {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    if args.breakdown and device.type != "cpu":
+        p.error("--breakdown reads the CPU profiler's op times; on a GPU use torch.profiler's CUDA view")
+    if args.breakdown:
+        torch._inductor.config.cpp.enable_kernel_profile = True           # name the compiled kernels, not one graph
     cfg = apply_overrides(get_preset(args.preset), args.overrides)
     avoid_cudnn_attention(device)                                         # as training does
     variants = {"eager": make_step(cfg, device, dtype, compile=False)}
@@ -115,6 +148,12 @@ def main() -> None:
         seconds = statistics.median(ts)
         print(f"  {name:8s} step {seconds * 1e3:.1f} ms (median of {args.repeats}), achieved "
               f"{flops / seconds / 1e9:.1f} GFLOP/s, utilisation {flops / seconds / ceiling:.0%}")
+        if args.breakdown:                    # shares of the step timed above: the profiler slows small ops
+            gemm_s, gemm_flops, rest = profile_gemms(variants[name][1], args.repeats)
+            print(f"    GEMMs: {gemm_s * 1e3:.1f} ms of the step ({gemm_s / seconds:.0%}), {gemm_flops / 1e9:.2f} "
+                  f"GFLOP at {gemm_flops / gemm_s / 1e9:.1f} GFLOP/s = {gemm_flops / gemm_s / ceiling:.0%} of the "
+                  f"ceiling (what the step would reach if nothing else took time)")
+            print("    the most time besides (profiled): " + ", ".join(f"{k[:50]} {t * 1e3:.1f} ms" for k, t in rest))
 
 
 if __name__ == "__main__":
