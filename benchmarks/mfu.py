@@ -117,9 +117,9 @@ def main() -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args()
     device, dtype = torch.device(args.device), {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
-    if args.breakdown and device.type != "cpu":
-        p.error("--breakdown reads the CPU profiler's op times; on a GPU use torch.profiler's CUDA view")
     if args.breakdown:
+        if device.type != "cpu":
+            p.error("--breakdown reads the CPU profiler's op times; on a GPU use torch.profiler's CUDA view")
         torch._inductor.config.cpp.enable_kernel_profile = True           # name the compiled kernels, not one graph
     cfg = apply_overrides(get_preset(args.preset), args.overrides)
     avoid_cudnn_attention(device)                                         # as training does
