@@ -142,7 +142,7 @@ def tiny() -> RunConfig:
     tokenizer's convolutions gained nothing from it). Its savings buy 5500 generator steps for the time 4600
     eager ones took: 95.4% and 94.1% in two trainings against 94.1% at 4600 on the same tokens, 93.2% against
     92.5% on another tokenizer; the triangles, drawn too small, grow from 10.4 to 11.1-11.2 px (data: 11.6).
-    Both stages took 19.8-22.9 min on slow days (18.8-20.7 with 4600 eager steps; 11.3-11.7 on a fast day).
+    Both stages took 19.8-23.8 min on slow days (18.8-20.7 with 4600 eager steps; 11.3-11.7 on a fast day).
     Guidance 1.5 rather than 2, re-swept on four generators of this recipe: the same accuracy (93.2% against
     93.4% on average, the worst class 84.8% against 84.6%) with the sizes' spread 1-4 points narrower on every
     one (guidance makes squares bigger): positions and sizes within 20% in 6 of 8 generator-seed pairs against 5.
