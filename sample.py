@@ -2,7 +2,8 @@
 
     python sample.py --ckpt runs/tiny --out samples.png                     # every class, one row each
     python sample.py --ckpt runs/tiny --class "red circle" --n 16 --out red/   # 16 PNGs + red/grid.png
-    python sample.py --ckpt runs/tiny --class 3 --steps 12 --cfg 3 --filmstrip --out c3.png
+    python sample.py --ckpt runs/tiny --class 3 --steps 12 --guidance 3 --filmstrip --out c3.png
+    python sample.py --ckpt runs/tiny --set sampler.top_k=0 --set sampler.schedule=linear --out plain.png
     python sample.py --ckpt runs/tiny --reconstruct my_images/ --out recon/
 """
 import argparse
@@ -12,11 +13,12 @@ from pathlib import Path
 import torch
 
 from minimuse.checkpoint import CheckpointError
-from minimuse.data import ImageFolder
-from minimuse.metrics import psnr
-from minimuse.sampler import SCHEDULES, generate
-from minimuse.stages import load_generator, load_tokenizer
-from minimuse.trainer import pick_device
+from minimuse.config import apply_overrides
+from minimuse.data.files import ImageFolder
+from minimuse.eval.metrics import psnr
+from minimuse.inference import generate, load_generator, load_tokenizer
+from minimuse.masking import SCHEDULES
+from minimuse.runtime import pick_device
 from minimuse.viz import save_filmstrip, save_grid, save_image
 
 
@@ -28,15 +30,32 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--class", dest="cls", default=None,
                    help='class id or name, e.g. 3 or "red circle" (default: every class)')
     p.add_argument("--n", type=int, default=None, help="images per class (default: 16 for one class, 8 for all)")
-    p.add_argument("--steps", type=int, default=None, help="decoding steps (default: the run's sampler config)")
-    p.add_argument("--cfg", type=float, default=None, help="guidance scale s (default: the run's)")
-    p.add_argument("--temperature", type=float, default=None, help="token sampling temperature (default: the run's)")
-    p.add_argument("--choice-temperature", type=float, default=None, help="confidence noise scale (default: the run's)")
-    p.add_argument("--schedule", choices=list(SCHEDULES), default=None, help="mask schedule (default: the run's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--filmstrip", action="store_true", help="also save the canvas after every decoding step")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: cuda > mps > cpu)")
+    sampler = p.add_argument_group("sampler settings (default: the run's own; each is a sampler.* key)")
+    sampler.add_argument("--steps", type=int, help="decoding steps")
+    sampler.add_argument("--guidance", "--cfg", dest="guidance", type=float, help="classifier-free guidance scale s")
+    sampler.add_argument("--temperature", type=float, help="token sampling temperature")
+    sampler.add_argument("--choice-temperature", type=float, help="confidence noise scale")
+    sampler.add_argument("--top-k", type=int, help="sample among the k most likely tokens (0: all)")
+    sampler.add_argument("--schedule", choices=list(SCHEDULES), help="mask schedule")
+    sampler.add_argument("--set", dest="overrides", action="append", default=[], metavar="sampler.KEY=VALUE",
+                         help="any sampler setting, e.g. --set sampler.guidance_schedule=constant (repeatable)")
     return p.parse_args(argv)
+
+
+def sampler_overrides(args: argparse.Namespace) -> list[str]:
+    """The sampler flags and --set items as `--set` strings, checked to touch only sampler.* keys: the model's
+    own configuration comes from the checkpoint."""
+    flags = {"steps": args.steps, "guidance": args.guidance, "temperature": args.temperature,
+             "choice_temperature": args.choice_temperature, "top_k": args.top_k, "schedule": args.schedule}
+    overrides = [f"sampler.{k}={v}" for k, v in flags.items() if v is not None] + args.overrides
+    for item in args.overrides:
+        if not item.strip().startswith("sampler."):
+            raise ValueError(f"sample.py --set takes sampler.* keys only (got {item!r}); the model's configuration "
+                             f"comes from its checkpoint")
+    return overrides
 
 
 def output_paths(out: str) -> tuple[Path, Path | None]:
@@ -76,12 +95,9 @@ def reconstruct(args, device: torch.device) -> None:
 
 
 def sample(args, device: torch.device) -> None:
+    overrides = sampler_overrides(args)
     model, tokenizer, cfg, class_names = load_generator(args.ckpt, device)
-    s = cfg.sampler
-    for name, value in [("steps", args.steps), ("cfg", args.cfg), ("temperature", args.temperature),
-                        ("choice_temperature", args.choice_temperature), ("schedule", args.schedule)]:
-        if value is not None:
-            setattr(s, name, value)
+    s = apply_overrides(cfg, overrides).sampler
     if args.cls is None:
         labels = torch.arange(len(class_names)).repeat_interleave(args.n or 8)
     else:
@@ -94,7 +110,7 @@ def sample(args, device: torch.device) -> None:
     if folder is not None:
         for i, image in enumerate(images):
             save_image(image, folder / f"{i:04d}_{class_names[labels[i]].replace(' ', '_')}.png")
-    print(f"wrote {len(images)} samples ({s.steps} steps, cfg {s.cfg}) to {folder or grid_path}")
+    print(f"wrote {len(images)} samples ({s.steps} steps, guidance {s.guidance:g}) to {folder or grid_path}")
     if history is not None:
         frames = [canvas(tokenizer, ids, masked) for ids, masked in history]
         strip = grid_path.with_name(grid_path.stem + "_filmstrip.png")

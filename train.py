@@ -10,9 +10,10 @@ import argparse
 import sys
 
 from minimuse.checkpoint import CheckpointError
-from minimuse.config import PRESETS, apply_overrides, get_preset
-from minimuse.stages import run_pipeline
-from minimuse.trainer import pick_device
+from minimuse.config import apply_overrides
+from minimuse.presets import PRESETS, get_preset
+from minimuse.runtime import pick_device
+from minimuse.train.pipeline import run_pipeline
 
 STAGES = {"all": ("tokenizer", "generator"), "tokenizer": ("tokenizer",), "generator": ("generator",)}
 

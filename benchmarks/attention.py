@@ -1,8 +1,8 @@
 """Which attention implementation is faster here: F.scaled_dot_product_attention or plain softmax(QK^T)V?
 
-`transformer.attention` uses the plain version for bf16 on CPU up to CPU_BF16_MATH_ATTENTION_MAX_LEN tokens and
+`layers.attention` uses the plain version for bf16 on CPU up to CPU_BF16_MATH_ATTENTION_MAX_LEN tokens and
 SDPA otherwise (always on GPUs, where SDPA dispatches to flash/memory-efficient kernels; training leaves cuDNN's
-out, `trainer.avoid_cudnn_attention`, and so does this script). This script prints the forward+backward time of
+out, `runtime.avoid_cudnn_attention`, and so does this script). This script prints the forward+backward time of
 both at the sequence lengths our presets use, so the rule can be checked on the machine at hand.
 
     python benchmarks/attention.py [--device cpu|cuda] [--dtype fp32|bf16]
@@ -14,8 +14,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from minimuse.trainer import avoid_cudnn_attention
-from minimuse.transformer import CPU_BF16_MATH_ATTENTION_MAX_LEN
+from minimuse.layers import CPU_BF16_MATH_ATTENTION_MAX_LEN
+from minimuse.runtime import avoid_cudnn_attention
 
 
 def math_attention(q, k, v):

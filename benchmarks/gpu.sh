@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU paths in one go, for a session with a CUDA GPU (figures in docs/benchmarks.md, "On a GPU"):
+# The GPU paths in one go, for a session with a CUDA GPU (figures in docs/gpu.md):
 # fused attention against the plain one, the generator step eager vs torch.compile in bf16 at tiny's and at
 # imagenet256's size (MFU against the measured bf16 matmul ceiling), a whole `train.py --preset tiny` on CUDA
 # (the tokenizer in fp32, the generator compiled under bf16 autocast), then sampling on CUDA and the accuracy of
@@ -32,5 +32,5 @@ check() {                                 # check SECONDS COMMAND...: run it, sa
     check 300 python benchmarks/pipeline.py --preset tiny --out "$log/tiny"
     check 60 python sample.py --ckpt "$log/tiny" --class "red circle" --out "$log/tiny/filmstrip/" --filmstrip
     check 60 python benchmarks/sampling.py --ckpt "$log/tiny" --n 64
-    check 180 python benchmarks/sampler_sweep.py --ckpt "$log/tiny" --per-class 64 --per-class-report  # on the CPU
+    check 180 python -m research.sampler_sweep --ckpt "$log/tiny" --per-class 64 --per-class-report  # on the CPU
 } 2>&1 | tee "$log/log.txt"

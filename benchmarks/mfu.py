@@ -23,11 +23,13 @@ import torch
 import torch._inductor.config
 from torch.profiler import ProfilerActivity, profile
 
-from minimuse.config import apply_overrides, get_preset
-from minimuse.stages import build_generator
-from minimuse.transformer import MaskedTransformer, masked_token_loss
-from minimuse.trainer import avoid_cudnn_attention, make_optimizer
-from minimuse.vqgan import VQGAN
+from minimuse.config import apply_overrides
+from minimuse.generators import build_generator
+from minimuse.generators.maskgit import MaskedTransformer
+from minimuse.presets import get_preset
+from minimuse.runtime import avoid_cudnn_attention
+from minimuse.tokenizer.autoencoder import Autoencoder
+from minimuse.train.trainer import make_optimizer
 
 
 def sync(device: torch.device) -> None:
@@ -83,9 +85,10 @@ def profile_gemms(step, repeats: int) -> tuple[float, float, list[tuple[str, flo
 
 
 def make_step(cfg, device: torch.device, dtype: torch.dtype, compile: bool):
-    """(model, one training step on random tokens) of the preset's generator, optionally through torch.compile."""
+    """(model, one training step on random tokens) of the preset's generator, as the trainer runs it: the
+    generator's loss (its forward), optionally through torch.compile."""
     torch.manual_seed(0)
-    model = build_generator(cfg, VQGAN(cfg.tokenizer), num_classes=12).to(device)
+    model = build_generator(cfg, Autoencoder(cfg.tokenizer), num_classes=12).to(device)
     side = math.isqrt(model.seq_len)                                      # the token grid is side x side
     net = torch.compile(model) if compile else model
     opt = make_optimizer(model.parameters(), cfg.train_generator)
@@ -94,9 +97,8 @@ def make_step(cfg, device: torch.device, dtype: torch.dtype, compile: bool):
     labels = torch.randint(0, 12, (batch,), device=device)
 
     def step() -> None:
-        inputs, targets, mask = model.mask_tokens(ids)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            loss = masked_token_loss(net(inputs, labels), targets, mask)
+            loss, _ = net(ids, labels)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -1,7 +1,7 @@
 """What one AdamW step costs on the tiny presets' parameters, for each of PyTorch's three implementations.
 
 On CPU PyTorch's default is a Python loop over the parameters ("for-loop"); "foreach" batches them into a few
-multi-tensor ops; "fused" does the whole update in one kernel. `trainer.make_optimizer` picks fused.
+multi-tensor ops; "fused" does the whole update in one kernel. `train.trainer.make_optimizer` picks fused.
 
     python benchmarks/optimizer.py [--preset tiny] [--repeats 50]
 """
@@ -11,9 +11,9 @@ import time
 
 import torch
 
-from minimuse.config import get_preset
-from minimuse.stages import build_generator
-from minimuse.vqgan import VQGAN
+from minimuse.generators import build_generator
+from minimuse.presets import get_preset
+from minimuse.tokenizer.autoencoder import Autoencoder
 
 IMPLEMENTATIONS = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
@@ -37,7 +37,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=50)
     args = p.parse_args()
     cfg = get_preset(args.preset)
-    tokenizer = VQGAN(cfg.tokenizer)
+    tokenizer = Autoencoder(cfg.tokenizer)
     models = {"tokenizer": tokenizer, "generator": build_generator(cfg, tokenizer, num_classes=12)}
     print(f"AdamW step on {args.preset}'s parameters, {torch.get_num_threads()} threads, median of {args.repeats}")
     for name, model in models.items():

@@ -1,10 +1,10 @@
 """Time a whole `train.py` run and report what it reached: wall time per stage, peak memory, tokenizer PSNR and
-codebook use, generator attribute accuracy per class and spread. The figures in docs/benchmarks.md come from
-this script.
+codebook use, generator attribute accuracy per class and spread. The per-preset rows of docs/results.md come
+from this script.
 
-    python benchmarks/pipeline.py --preset tiny                     # both stages (issue targets: <= 15 min)
-    python benchmarks/pipeline.py --preset tiny --stage tokenizer   # <= 5 min, >= 30 dB, < 3 GB
-    python benchmarks/pipeline.py --preset tiny-mar                 # <= 20 min
+    python benchmarks/pipeline.py --preset tiny                     # both stages
+    python benchmarks/pipeline.py --preset tiny --stage tokenizer
+    python benchmarks/pipeline.py --preset tiny-mar
 """
 import argparse
 import json

@@ -1,6 +1,6 @@
 """Time sampling from a trained run: N images at the run's default steps, tokenizer decode included.
 
-    python benchmarks/sampling.py --ckpt runs/tiny --n 64            # issue target: < 5 s at 8 steps on CPU
+    python benchmarks/sampling.py --ckpt runs/tiny --n 64
     python benchmarks/sampling.py --ckpt runs/tiny-mar --n 64
 """
 import argparse
@@ -9,9 +9,8 @@ import time
 
 import torch
 
-from minimuse.sampler import generate
-from minimuse.stages import load_generator
-from minimuse.trainer import pick_device
+from minimuse.inference import generate, load_generator
+from minimuse.runtime import pick_device
 
 
 def main() -> None:
@@ -35,7 +34,7 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    print(f"{cfg.generator.kind}: {args.n} images, {cfg.sampler.steps} steps, cfg {cfg.sampler.cfg}, on {device} "
+    print(f"{cfg.generator.kind}: {args.n} images, {cfg.sampler.steps} steps, guidance {cfg.sampler.guidance:g}, on {device} "
           f"({torch.get_num_threads()} threads): median {statistics.median(times):.2f} s "
           f"(min {min(times):.2f}, max {max(times):.2f}, {args.repeats} runs)")
 

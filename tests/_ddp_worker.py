@@ -9,8 +9,8 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from minimuse.config import RunConfig, TrainConfig
-from minimuse.stages import wrap
-from minimuse.trainer import fit, infinite_batches, seed_everything
+from minimuse.runtime import seed_everything, wrap
+from minimuse.train.trainer import fit, infinite_batches
 
 
 class ToyStage:

@@ -1,11 +1,16 @@
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
 import minimuse.checkpoint
 from minimuse.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from minimuse.config import from_dict, get_preset, to_dict
+from minimuse.config import from_dict, to_dict
+from minimuse.inference import generate, load_generator
+from minimuse.presets import get_preset
+
+FIXTURES = Path(__file__).parent / "fixtures" / "v0"
 
 
 def make_state(step: int = 7, seed: int = 0) -> dict:
@@ -145,3 +150,18 @@ def test_wrong_kind(tmp_path):
     save_checkpoint(tmp_path / "tok.pt", "tokenizer", make_state())
     message = one_line_error(tmp_path / "tok.pt", "generator")
     assert "is a tokenizer checkpoint" in message and "a generator checkpoint was expected" in message
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checkpoints written by an earlier version (tests/fixtures/README.md) load and sample as they did
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["maskgit", "mar"])
+def test_a_checkpoint_from_before_the_restructuring_samples_the_same_images(kind):
+    model, tokenizer, cfg, class_names = load_generator(FIXTURES / f"{kind}.pt", torch.device("cpu"))
+    assert cfg.generator.kind == kind and len(class_names) == 12
+    expected = torch.load(FIXTURES / f"{kind}_samples.pt", weights_only=True)
+    assert expected["sampler"]["cfg"] == cfg.sampler.guidance                 # the renamed field kept its value
+    images = generate(model, tokenizer, expected["labels"], cfg.sampler, seed=0)
+    assert torch.equal(((images + 1) * 127.5).round().to(torch.uint8), expected["images"])

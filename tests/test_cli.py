@@ -64,7 +64,7 @@ def test_same_seed_same_samples(run_dir, tmp_path):
 
 
 def test_reconstruct_a_folder(run_dir, tmp_path):
-    from minimuse.data import Shapes
+    from minimuse.data.shapes import Shapes
     from minimuse.viz import save_image
     images = tmp_path / "images"
     images.mkdir()
@@ -132,7 +132,7 @@ def test_the_token_cache_is_not_reused_for_other_images(run_dir, tmp_path):
 def test_mar_trains_and_samples_end_to_end(tmp_path):
     out = tmp_path / "mar"
     run("train.py", "--preset", "tiny-mar", "--steps", "2", "--out", str(out), *SMALL,
-        "--set", "generator.diff_width=16", "--set", "generator.diff_sample_steps=5", "--set", "sampler.steps=4")
+        "--set", "generator.head.width=16", "--set", "generator.head.sample_steps=5", "--set", "sampler.steps=4")
     metrics = json.loads((out / "metrics.json").read_text())
     assert "codebook_usage" not in metrics["tokenizer"] and metrics["generator"]["samples_per_class"] == 4
     state = torch.load(out / "tokenizer.pt", weights_only=True)

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from minimuse.config import (PRESETS, RunConfig, apply_overrides, from_dict, get_preset, to_dict,
-                             valid_keys)
-from minimuse.vqgan import downsampling_factor
+from minimuse.config import RunConfig, apply_overrides, from_dict, to_dict, valid_keys
+from minimuse.presets import PRESETS, get_preset
+from minimuse.tokenizer.autoencoder import downsampling_factor
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -84,17 +84,22 @@ def test_unknown_key_lists_the_valid_ones(key):
     assert "tokenizer.codebook_size" in message and "train_generator.betas" in message and "seed" in message
 
 
-def test_valid_keys_cover_every_field():
+def count_fields(cfg) -> int:
+    """Leaf fields of a config tree, counted by walking the dataclasses (not by valid_keys itself)."""
+    return sum(count_fields(getattr(cfg, f.name)) if dataclasses.is_dataclass(getattr(cfg, f.name)) else 1
+               for f in dataclasses.fields(cfg))
+
+
+def test_valid_keys_cover_every_field_nested_ones_too():
     keys = valid_keys(get_preset("tiny"))
-    n_fields = sum(len(dataclasses.fields(getattr(RunConfig(), f.name)))
-                   if dataclasses.is_dataclass(getattr(RunConfig(), f.name)) else 1
-                   for f in dataclasses.fields(RunConfig))
-    assert len(keys) == len(set(keys)) == n_fields
+    assert len(keys) == len(set(keys)) == count_fields(RunConfig())
+    assert "generator.head.width" in keys                          # a config nested two levels down
     for key in keys:  # every listed key is accepted back (with its own current value)
-        section, _, name = key.rpartition(".")
-        value = getattr(getattr(get_preset("tiny"), section) if section else get_preset("tiny"), name)
+        value = get_preset("tiny")
+        for part in key.split("."):
+            value = getattr(value, part)
         text = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
-        apply_overrides(get_preset("tiny"), [f"{key}={text}"])
+        assert apply_overrides(get_preset("tiny"), [f"{key}={text}"]) == get_preset("tiny")
 
 
 @pytest.mark.parametrize("override, fragment", [
@@ -144,3 +149,24 @@ def test_a_checkpoint_config_from_an_older_version_takes_what_it_used_or_todays_
     assert cfg.eval_per_class == RunConfig().eval_per_class and cfg.tokenizer.kl_weight == 1e-6
     assert cfg.generator.class_cond == "token" and RunConfig().generator.class_cond == "adaln"
     assert cfg.tokenizer.channel_mult == get_preset("tiny").tokenizer.channel_mult
+
+
+def test_renamed_fields_load_from_old_dicts_and_old_set_keys():
+    old = to_dict(get_preset("tiny-mar"))
+    sampler, generator = old["sampler"], old["generator"]
+    sampler["cfg"], sampler["cfg_schedule"] = sampler.pop("guidance"), sampler.pop("guidance_schedule")
+    for new_name, old_name in (("width", "diff_width"), ("depth", "diff_depth"), ("batch_mul", "diff_batch_mul"),
+                               ("sample_steps", "diff_sample_steps")):
+        generator[old_name] = generator["head"].pop(new_name)
+    del generator["head"]
+    assert from_dict(old) == get_preset("tiny-mar")
+    cfg = apply_overrides(get_preset("tiny"), ["sampler.cfg=3", "sampler.cfg_schedule=constant",
+                                              "generator.diff_width=64"])
+    assert (cfg.sampler.guidance, cfg.sampler.guidance_schedule, cfg.generator.head.width) == (3.0, "constant", 64)
+
+
+def test_a_field_this_version_does_not_know_is_an_error():
+    d = to_dict(get_preset("tiny"))
+    d["generator"]["wings"] = 2
+    with pytest.raises(ValueError, match="generator.wings"):
+        from_dict(d)

@@ -1,9 +1,5 @@
 """benchmarks/cpu_processes.py: seconds per step come from the training log, warm-up steps left out."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from cpu_processes import seconds_per_step  # noqa: E402
+from benchmarks.cpu_processes import seconds_per_step
 
 
 def test_seconds_per_step_leaves_out_the_warm_up(tmp_path):

@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from minimuse import data
-from minimuse.data import (COLOURS, SHAPES, SHAPES_CLASS_NAMES, CIFAR10, MNIST, ImageFolder, Shapes,
-                           build_dataset, render_shape)
+from minimuse.data import build_dataset, files
+from minimuse.data.files import CIFAR10, MNIST, ImageFolder
+from minimuse.data.shapes import COLOURS, SHAPES, SHAPES_CLASS_NAMES, ShapeAttributes, Shapes, render_shape
 
 
 @pytest.fixture(autouse=True)
@@ -22,7 +22,7 @@ def no_network(monkeypatch):
     """Every download fails, as on a machine without network."""
     def refuse(url, dest):
         raise OSError(f"network disabled in tests ({url})")
-    monkeypatch.setattr(data, "download", refuse)
+    monkeypatch.setattr(files, "download", refuse)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -89,7 +89,7 @@ def test_shapes_pixels_follow_the_spec(resolution):
 
 
 def test_render_shape_exact_small_square():
-    a = data.ShapeAttributes(8, SHAPES.index("square"), 0, side=2.0, cx=4.0, cy=4.0, rgb=(200, 30, 30),
+    a = ShapeAttributes(8, SHAPES.index("square"), 0, side=2.0, cx=4.0, cy=4.0, rgb=(200, 30, 30),
                              background=(0, 0, 0))
     mask = (render_shape(a) == (200, 30, 30)).all(axis=-1)
     expected = np.zeros((8, 8), bool)

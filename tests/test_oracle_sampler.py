@@ -1,16 +1,11 @@
-"""benchmarks/oracle_sampler.py: the exact conditionals of jitter-free Shapes, on a coarse enumeration."""
-import sys
-from pathlib import Path
-
+"""research/oracle_sampler.py: the exact conditionals of jitter-free Shapes, on a coarse enumeration."""
 import pytest
 import torch
 
-from minimuse.data import ShapeAttributes, shape_mask
-from minimuse.sampler import maskgit_sample
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from generator_probe import label_nll  # noqa: E402
-from oracle_sampler import ExactShapes, enumerate_grids, sample_data  # noqa: E402
+from minimuse.config import SamplerConfig
+from minimuse.data.shapes import ShapeAttributes, shape_mask
+from research.generator_probe import label_nll
+from research.oracle_sampler import ExactShapes, enumerate_grids, sample_data
 
 
 @pytest.fixture(scope="module")
@@ -34,24 +29,24 @@ def test_enumerated_grids_redraw_the_dataset_images():
 def test_conditionals_are_exact_bayes(oracle):
     labels = torch.tensor([4, 9])                                          # red square, green triangle
     grids = sample_data(oracle, labels).flatten(1)                         # (2, L)
-    probs = oracle(grids, labels).exp()
+    probs = oracle.logits(grids, labels).exp()
     assert probs.sum(-1) == pytest.approx(torch.ones(2, oracle.seq_len), abs=1e-5)
     # with one token hidden and the rest of a real grid visible, only the true token fits
     for i in range(oracle.seq_len):
         hidden = grids.clone()
         hidden[:, i] = oracle.mask_id
-        p = oracle(hidden, labels).exp()[torch.arange(2), i, grids[:, i]]
+        p = oracle.logits(hidden, labels).exp()[torch.arange(2), i, grids[:, i]]
         assert (p > 0.99).all(), i
     # nothing visible: the null class is the even mixture of the twelve, so every colour is equally likely
     empty = torch.full((1, oracle.seq_len), oracle.mask_id)
-    p = oracle(empty, torch.tensor([oracle.null_class])).exp()[0]
+    p = oracle.logits(empty, torch.tensor([oracle.null_class])).exp()[0]
     by_colour = torch.stack([p[:, 1 + c::oracle.colours].sum() for c in range(oracle.colours)])
     assert by_colour == pytest.approx(by_colour.mean().expand(4), rel=1e-4)
 
 
 def test_one_token_per_step_draws_only_real_grids(oracle):
     labels = torch.arange(12)
-    ids = maskgit_sample(oracle, labels, steps=oracle.seq_len, generator=torch.Generator().manual_seed(0))
+    ids = oracle.sample(labels, SamplerConfig(steps=oracle.seq_len), generator=torch.Generator().manual_seed(0))
     for row, label in zip(ids.flatten(1), labels.tolist()):
         shape, colour = divmod(label, oracle.colours)
         pattern, colours = oracle.patterns_and_colours(row)

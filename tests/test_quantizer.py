@@ -2,7 +2,7 @@ import pytest
 import torch
 from einops import rearrange
 
-from minimuse.quantizer import VectorQuantizer, codebook_stats, vq_loss
+from minimuse.tokenizer.quantizer import VectorQuantizer, codebook_stats, vq_loss
 
 
 def set_codebook(vq: VectorQuantizer, codes: list) -> None:

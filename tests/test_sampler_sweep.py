@@ -1,23 +1,19 @@
-"""benchmarks/sampler_sweep.py: a setting string becomes a checked, typed copy of the run's sampler."""
-import sys
-from pathlib import Path
-
+"""research/sampler_sweep.py: a setting string becomes a checked, typed copy of the run's sampler."""
 import pytest
 import torch
 
 from minimuse.config import SamplerConfig
-from minimuse.data import COLOURS, SHAPES
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from sampler_sweep import side_per_shape, with_setting  # noqa: E402
+from minimuse.data import build_dataset
+from minimuse.data.shapes import COLOURS, SHAPES
+from research.sampler_sweep import misread_rows, side_per_shape, with_setting
 
 
 def test_a_setting_changes_a_copy_of_the_runs_sampler():
-    run = SamplerConfig(steps=8, cfg=2.0)
-    s = with_setting(run, "top_k=10,cfg=3,cfg_schedule=constant")
-    assert (s.top_k, s.cfg, s.cfg_schedule, s.steps) == (10, 3.0, "constant", 8)
-    assert type(s.top_k) is int and type(s.cfg) is float
-    assert run == SamplerConfig(steps=8, cfg=2.0) and with_setting(run, "") == run
+    run = SamplerConfig(steps=8, guidance=2.0)
+    s = with_setting(run, "top_k=10,guidance=3,guidance_schedule=constant")
+    assert (s.top_k, s.guidance, s.guidance_schedule, s.steps) == (10, 3.0, "constant", 8)
+    assert type(s.top_k) is int and type(s.guidance) is float
+    assert run == SamplerConfig(steps=8, guidance=2.0) and with_setting(run, "") == run
 
 
 def test_an_unknown_or_mistyped_setting_is_an_error():
@@ -36,8 +32,6 @@ def test_side_per_shape_groups_by_the_intended_shape():
 
 
 def test_misread_rows_hold_only_what_the_checker_rejects_one_row_per_class():
-    from minimuse.data import build_dataset
-    from sampler_sweep import misread_rows
     data = build_dataset("shapes", 32, "holdout", seed=0, size=24)
     images = torch.stack([data[i][0] for i in range(len(data))])
     labels = torch.tensor([data[i][1] for i in range(len(data))])

@@ -1,14 +1,9 @@
-"""benchmarks/token_shapes.py --raster: the MaskGIT blocks trained and sampled as a raster-order model."""
-import sys
-from pathlib import Path
-
+"""research/token_shapes.py --raster: the MaskGIT blocks trained and sampled as a raster-order model."""
 import torch
 
 from minimuse.config import GeneratorConfig
-from minimuse.transformer import MaskedTransformer
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from token_shapes import raster_loss, raster_sample  # noqa: E402
+from minimuse.generators.maskgit import MaskedTransformer
+from research.token_shapes import raster_loss, raster_sample
 
 
 def causal_model(**kw) -> MaskedTransformer:
@@ -22,13 +17,13 @@ def test_raster_loss_predicts_each_token_from_the_ones_before_it():
     targets = ids.flatten(1)
     inputs = torch.cat([torch.full_like(targets[:, :1], model.mask_id), targets[:, :-1]], dim=1)
     # the loss is the mean next-token NLL of exactly those inputs
-    nll = -model(inputs, labels).log_softmax(-1).gather(-1, targets[..., None]).mean()
+    nll = -model.logits(inputs, labels).log_softmax(-1).gather(-1, targets[..., None]).mean()
     assert torch.allclose(raster_loss(model, ids, labels), nll)
     # and the logits of token j do not move when token j itself (or any later one) changes: no peeking
     changed = ids.clone().flatten(1)
     changed[:, 7:] = (changed[:, 7:] + 1) % 5
     changed_inputs = torch.cat([inputs[:, :1], changed[:, :-1]], dim=1)
-    before, after = model(inputs, labels), model(changed_inputs, labels)
+    before, after = model.logits(inputs, labels), model.logits(changed_inputs, labels)
     assert torch.allclose(before[:, :8], after[:, :8], atol=1e-6)
     assert not torch.allclose(before[:, 8:], after[:, 8:])
 

@@ -1,51 +1,52 @@
 import pytest
 import torch
 
-from minimuse import trainer
+from minimuse import runtime
 from minimuse.config import RunConfig, TrainConfig
+from minimuse.train import trainer
 from tests._ddp_worker import ToyStage
 
 
 @pytest.mark.parametrize("has_bf16, expected", [(True, torch.bfloat16), (False, None)])
 def test_auto_precision_on_cpu_follows_the_cpus_bf16_instructions(monkeypatch, has_bf16, expected):
-    monkeypatch.setattr(trainer, "cpu_has_bf16_matmul", lambda: has_bf16)
+    monkeypatch.setattr(runtime, "cpu_has_bf16_matmul", lambda: has_bf16)
     cpu = torch.device("cpu")
-    assert trainer.autocast_dtype(cpu, "auto") is expected
-    assert trainer.autocast_dtype(cpu, "fp32") is None                   # an explicit choice is never overridden
-    assert trainer.autocast_dtype(cpu, "bf16") is torch.bfloat16
+    assert runtime.autocast_dtype(cpu, "auto") is expected
+    assert runtime.autocast_dtype(cpu, "fp32") is None                   # an explicit choice is never overridden
+    assert runtime.autocast_dtype(cpu, "bf16") is torch.bfloat16
 
 
 def test_the_bf16_check_reads_torchs_cpu_features_and_is_false_without_them(monkeypatch):
     for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
         monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
-    assert trainer.cpu_has_bf16_matmul() is False
+    assert runtime.cpu_has_bf16_matmul() is False
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
-    assert trainer.cpu_has_bf16_matmul() is True
+    assert runtime.cpu_has_bf16_matmul() is True
     monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")             # an older torch: no such check
-    assert trainer.cpu_has_bf16_matmul() is False
+    assert runtime.cpu_has_bf16_matmul() is False
 
 
 def test_unknown_precision_is_an_error():
     with pytest.raises(ValueError, match="choose auto, fp32 or bf16"):
-        trainer.autocast_dtype(torch.device("cpu"), "fp16")
+        runtime.autocast_dtype(torch.device("cpu"), "fp16")
 
 
 def test_compile_needs_a_cpp_compiler_on_cpu_and_is_left_out_off_cuda(monkeypatch):
     from torch._inductor import cpp_builder
     cpu = torch.device("cpu")
     monkeypatch.setattr(cpp_builder, "get_cpp_compiler", lambda: "g++")
-    assert trainer.can_compile(cpu)
+    assert runtime.can_compile(cpu)
 
     def no_compiler():
         raise cpp_builder.exc.InvalidCxxCompiler
 
     monkeypatch.setattr(cpp_builder, "get_cpp_compiler", no_compiler)
-    assert not trainer.can_compile(cpu)
-    assert trainer.can_compile(torch.device("cuda")) and not trainer.can_compile(torch.device("mps"))
+    assert not runtime.can_compile(cpu)
+    assert runtime.can_compile(torch.device("cuda")) and not runtime.can_compile(torch.device("mps"))
 
 
 def test_without_a_cpp_compiler_fit_trains_uncompiled_and_says_so(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(trainer, "can_compile", lambda device: False)
+    monkeypatch.setattr(runtime, "can_compile", lambda device: False)
     stage, wrapped = ToyStage(), []
     stage.wrap = lambda ddp, compile: wrapped.append(compile)
     tcfg = TrainConfig(steps=2, warmup=1, precision="fp32", compile=True)
@@ -80,12 +81,12 @@ def test_adamw_is_fused_decays_matrices_only_and_updates_as_the_reference_loop()
 def test_training_on_cuda_takes_cudnn_attention_out_of_sdpas_choices(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(torch.backends.cuda, "enable_cudnn_sdp", calls.append)
-    trainer.avoid_cudnn_attention(torch.device("cpu"))
+    runtime.avoid_cudnn_attention(torch.device("cpu"))
     assert calls == []                                                   # nothing to change off CUDA
-    trainer.avoid_cudnn_attention(torch.device("cuda"))
+    runtime.avoid_cudnn_attention(torch.device("cuda"))
     assert calls == [False]
     seen = []                                                            # and `fit` asks for it with its device
-    monkeypatch.setattr(trainer, "avoid_cudnn_attention", seen.append)
+    monkeypatch.setattr(runtime, "avoid_cudnn_attention", seen.append)
     trainer.fit(ToyStage(), iter(lambda: [torch.ones(8, 4)], None), TrainConfig(steps=1, warmup=1, precision="fp32"),
                 tmp_path, RunConfig())
     assert seen == [torch.device("cpu")]

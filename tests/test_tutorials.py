@@ -26,3 +26,13 @@ def test_01_masked_decoding(tmp_path):
     assert all(len(row) == 8 and set(row) <= set("0123456789") for row in final), final  # no '.' left
     first = [line.strip() for line in lines[headers[0] + 1: headers[0] + 9]]
     assert "." in "".join(first)                                    # ...and it started mostly masked
+
+
+def test_05_diffusion_head(tmp_path):
+    stdout = run_tutorial("05_diffusion_head.py", tmp_path)
+    assert (tmp_path / "diffusion_head.png").stat().st_size > 0
+    spread = {line.split(":")[0].strip(): float(line.rsplit("std", 1)[1]) for line in stdout.splitlines()
+              if "std" in line and ("temperature" in line or "guidance" in line)}
+    # the head learned the blobs (data std 0.1), a low temperature narrows them, and guidance does not widen them
+    assert 0.05 < spread["temperature 1.0"] < 0.15 and spread["temperature 0.3"] < 0.5 * spread["temperature 1.0"]
+    assert spread["guidance 2"] <= spread["no guidance"] * 1.1

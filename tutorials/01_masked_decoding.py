@@ -4,7 +4,8 @@
 
 Read it top to bottom like a notebook: each section prints what it computes, and two plots land in DIR
 (default runs/tutorials/01). No trained checkpoint is needed: the model in section 3 is a ten-line toy, and
-every step of the decoding is the package's own code (`minimuse.sampler`, `minimuse.transformer`).
+every step of the decoding is the package's own code (`minimuse.masking`, `minimuse.conditioning`,
+`minimuse.generators.parallel_decode`).
 It runs in a few seconds on one CPU core.
 """
 import argparse
@@ -16,8 +17,10 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from minimuse.sampler import SCHEDULES, cfg_mix, guidance_at, maskgit_sample, num_masked_after  # noqa: E402
-from minimuse.transformer import sample_mask_rates  # noqa: E402
+from minimuse.conditioning import cfg_mix, guidance_at  # noqa: E402
+from minimuse.config import SamplerConfig  # noqa: E402
+from minimuse.generators.parallel_decode import parallel_decode  # noqa: E402
+from minimuse.masking import SCHEDULES, num_masked_after, sample_mask_rates  # noqa: E402
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--out", default="runs/tutorials/01", help="folder for schedules.png and mask_rates.png")
@@ -52,7 +55,7 @@ steps_x = [(t + 1) / T for t in range(T)]
 ax.plot(steps_x, [n / N for n in still_masked["cosine"][1:]], "o", color="C0", ms=4,
         label=f"cosine, T = {T}, N = {N}")
 ax.set(xlabel="fraction of steps done, x = t / T", ylabel="fraction still masked, gamma(x)",
-       title="Mask schedules (minimuse.sampler.SCHEDULES)")
+       title="Mask schedules (minimuse.masking.SCHEDULES)")
 ax.legend(fontsize="small")
 ax.grid(alpha=0.3)
 fig.tight_layout()
@@ -87,24 +90,32 @@ print(f"   saved {out / 'mask_rates.png'}\n")
 # =========================================================================================================
 # 3. Decoding, step by step, with a toy model
 # =========================================================================================================
-# The sampler only needs something that maps (token ids (B, L), class labels (B,)) to logits (B, L, K), and
-# knows the special ids. Our toy "knows" one picture: a 4x4 square of token 1 in the middle of an 8x8 grid of
+# The decoder only needs a function that maps (token ids (B, L), guidance scale s) to logits (B, L, K), and
+# the [MASK] id. Our toy model "knows" one picture: a 4x4 square of token 1 in the middle of an 8x8 grid of
 # token 0. It is sure about the square's centre and the far background, and unsure along the square's edge.
 # A real transformer also looks at the tokens already decoded; this one ignores them, which is enough to
 # watch the sampler work. Labels: class 0 = "square"; the null class 1 = "no class" (used by guidance in
 # section 4) knows nothing and gives flat logits.
+MASK_ID, NULL_CLASS = 2, 1                                         # [MASK] and null ids sit above the real ones
 
 
-class ToySquareModel:
-    seq_len, codebook_size, mask_id, null_class = 64, 2, 2, 1      # [MASK] and null ids sit above the real ones
+def toy_logits(ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """ids (B, 64), labels (B,) -> logits (B, 64, 2) of tokens 0 and 1."""
+    rows, cols = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+    dist = torch.maximum((rows - 3.5).abs(), (cols - 3.5).abs()).flatten()       # 0.5 at the centre .. 3.5
+    logit_one = 6.0 * (2.0 - dist)                                                 # > 0 inside the square
+    cond = torch.stack([torch.zeros_like(logit_one), logit_one], dim=-1)          # (L, K)
+    is_null = (labels == NULL_CLASS)[:, None, None]                               # (B, 1, 1)
+    return torch.where(is_null, torch.zeros_like(cond), cond).expand(len(ids), -1, -1)
 
-    def __call__(self, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        rows, cols = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
-        dist = torch.maximum((rows - 3.5).abs(), (cols - 3.5).abs()).flatten()   # 0.5 at the centre .. 3.5
-        logit_one = 6.0 * (2.0 - dist)                                             # > 0 inside the square
-        cond = torch.stack([torch.zeros_like(logit_one), logit_one], dim=-1)      # (L, K)
-        is_null = (labels == self.null_class)[:, None, None]                      # (B, 1, 1)
-        return torch.where(is_null, torch.zeros_like(cond), cond)                 # (B, L, K)
+
+def guided(labels: torch.Tensor):
+    """The decoder's logits function for these labels: conditional logits mixed with the null class's (section 4),
+    as a generator's `guided_logits` does."""
+    def logits_fn(ids: torch.Tensor, scale: float) -> torch.Tensor:
+        cond = toy_logits(ids, labels)
+        return cond if scale == 0 else cfg_mix(cond, toy_logits(ids, torch.full_like(labels, NULL_CLASS)), scale)
+    return logits_fn
 
 
 def canvas_lines(ids: torch.Tensor, masked: torch.Tensor) -> list[str]:
@@ -112,10 +123,12 @@ def canvas_lines(ids: torch.Tensor, masked: torch.Tensor) -> list[str]:
     return ["".join("." if m else str(int(i)) for i, m in zip(row_ids, row_m)) for row_ids, row_m in zip(ids, masked)]
 
 
-model = ToySquareModel()
 labels = torch.tensor([0])                                         # one sample of class 0
-history = []                                                       # maskgit_sample appends (ids, masked) per step
-tokens = maskgit_sample(model, labels, steps=T, generator=torch.Generator().manual_seed(0), history=history)
+history = []                                                       # parallel_decode appends (ids, masked) per step
+blank = torch.full((1, 8, 8), MASK_ID)                             # the canvas: every token masked
+plain = SamplerConfig(steps=T, guidance=0.0)                       # MaskGIT's sampler, no guidance yet
+tokens = parallel_decode(guided(labels), blank, MASK_ID, plain, generator=torch.Generator().manual_seed(0),
+                         history=history)
 
 # Each step samples a token at every masked position, scores it by its log-probability plus Gumbel noise
 # (the noise shrinks to 0 by the last step), keeps the schedule's number of least confident positions masked
@@ -123,14 +136,14 @@ tokens = maskgit_sample(model, labels, steps=T, generator=torch.Generator().manu
 # A token sampled against the odds has a low log-probability, so it is usually re-masked and drawn again at
 # a later step; but while the noise is large one can slip through, and then it stays (section 4 helps).
 print(f"3. Decoding an 8x8 canvas in {T} steps ('.' = [MASK], digits = decoded tokens)")
-before = model.seq_len
+before = 64
 for t, (ids, masked) in enumerate(history):
     left = int(masked.sum())
     print(f"   after step {t + 1}/{T}: {before - left} tokens locked in, {left} still masked")
     for line in canvas_lines(ids[0], masked[0]):
         print("      " + line)
     before = left
-assert not (tokens == model.mask_id).any()                         # the result (B, h, w) has no [MASK] left
+assert not (tokens == MASK_ID).any()                               # the result (B, h, w) has no [MASK] left
 print()
 
 # =========================================================================================================
@@ -151,18 +164,18 @@ for t in range(T):
 # is flat, so here guidance simply sharpens the class's own prediction; a trained model's unconditional logits
 # carry "what any image looks like", and guidance also pushes away from that.
 edge = 3 * 8 + 5                                                   # row 3, column 5: inside, next to the edge
-cond, uncond = model(torch.zeros(2, 64, dtype=torch.long), torch.tensor([0, model.null_class])).chunk(2)
+cond, uncond = toy_logits(torch.zeros(2, 64, dtype=torch.long), torch.tensor([0, NULL_CLASS])).chunk(2)
 for scale in (0.0, 1.0, 3.0):
     p = cfg_mix(cond, uncond, scale)[0, edge].softmax(-1)[1]
     print(f"   s = {scale}: p(token 1) at the square's edge = {p:.3f}")
 
 # And on whole samples: count the tokens that differ from the toy's intended square, with and without guidance.
-square = (model(torch.zeros(1, 64, dtype=torch.long), labels)[0].argmax(-1)).view(8, 8)
+square = (toy_logits(torch.zeros(1, 64, dtype=torch.long), labels)[0].argmax(-1)).view(8, 8)
 for scale in (0.0, s):
-    many = maskgit_sample(model, torch.zeros(64, dtype=torch.long), steps=T, cfg=scale,
-                          generator=torch.Generator().manual_seed(1))
+    many = parallel_decode(guided(torch.zeros(64, dtype=torch.long)), blank.expand(64, -1, -1), MASK_ID,
+                           SamplerConfig(steps=T, guidance=scale), generator=torch.Generator().manual_seed(1))
     wrong = (many != square).flatten(1).sum(1).float()
-    print(f"   cfg {scale}: {wrong.mean():.2f} of 64 tokens off the square per sample (64 samples)")
+    print(f"   guidance {scale}: {wrong.mean():.2f} of 64 tokens off the square per sample (64 samples)")
 
 print("\nTo watch the same decoding on a trained model (train it first with `python train.py --preset tiny`):")
 print('   python sample.py --ckpt runs/tiny --class "red square" --steps 8 --filmstrip --out red.png')
