@@ -40,13 +40,14 @@ def num_masked_after(step: int, steps: int, total: torch.Tensor, masked_now: tor
 
     n = floor(total * gamma((step+1)/steps)), but fewer than are masked now (every step decodes at least one
     token; decoded tokens are final) and at least 1 until the last step, so the last step still has something
-    to decide. Where the two clash (more steps than tokens) the one masked token waits. 0 after the last step.
+    to decide. Where the two clash (more steps than tokens) the one masked token waits. 0 after the last step,
+    and 0 for a row with nothing masked (an inpainting row given whole): its given tokens are never re-masked.
     total, masked_now: (B,) int counts of tokens to generate and tokens still masked.
     """
     if step == steps - 1:
         return torch.zeros_like(masked_now)
     n = torch.floor(total * mask_schedule(schedule)((step + 1) / steps)).long()
-    return torch.minimum(n, masked_now - 1).clamp(min=1)
+    return torch.where(masked_now > 0, torch.minimum(n, masked_now - 1).clamp(min=1), 0)
 
 
 # ---------------------------------------------------------------------------------------------------------

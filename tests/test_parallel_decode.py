@@ -8,6 +8,7 @@ from minimuse.generators.mar import MAR
 from minimuse.generators.maskgit import MaskedTransformer
 from minimuse.generators.parallel_decode import choice_temperature_at, parallel_decode, top_k_filter
 from minimuse.inference import generate
+from minimuse.masking import num_masked_after
 from tests.test_masking import expected_masked
 
 MASK = 10                                                         # the fakes' [MASK] id, above codebook 0..9
@@ -138,3 +139,20 @@ def test_generate_refuses_init_ids_for_mar():
         generate(model, IdentityTokenizer(), torch.tensor([0]), SamplerConfig(steps=2),
                  init_ids=torch.zeros(1, 4, 4, dtype=torch.long))
 
+
+
+def test_given_tokens_never_change_even_in_a_row_with_nothing_left_to_decode():
+    """A row of init_ids with no [MASK] left must come back untouched (the schedule's 'keep one masked until the
+    last step' must not re-mask a given token), and so must the given half of a partly masked row."""
+    given = torch.randint(0, 10, (2, 4, 4), generator=torch.Generator().manual_seed(0))
+    init = given.clone()
+    init[1, 2:] = MASK                                            # row 1: the bottom half to decode
+    for seed in range(50):
+        out = decode(FakeLogits(2, favourite=7), 2, SamplerConfig(steps=8), seed=seed, init=init)
+        assert torch.equal(out[0], given[0]) and torch.equal(out[1, :2], given[1, :2]), seed
+        assert (out[1, 2:] == 7).all()
+
+
+def test_num_masked_after_is_zero_for_a_row_with_nothing_masked():
+    n = num_masked_after(0, 8, total=torch.tensor([0, 16]), masked_now=torch.tensor([0, 16]))
+    assert n.tolist() == [0, 15]
