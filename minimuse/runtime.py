@@ -123,6 +123,16 @@ def rng_state() -> dict:
     return state
 
 
+def all_rng_states() -> list[dict]:
+    """`rng_state()` of every process, rank by rank (one entry without DDP); every process must call it."""
+    state = rng_state()
+    if not (dist.is_available() and dist.is_initialized()):
+        return [state]
+    states = [None] * dist.get_world_size()
+    dist.all_gather_object(states, state)
+    return states
+
+
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["cpu"])
     if "cuda" in state and torch.cuda.is_available():

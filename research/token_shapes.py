@@ -54,7 +54,7 @@ from minimuse.inference import generate
 from minimuse.masking import mask_by_order, random_mask, random_orders
 from minimuse.presets import get_preset
 from minimuse.runtime import pick_device, seed_everything, wrap
-from minimuse.train.trainer import fit, infinite_batches
+from minimuse.train.trainer import fit
 from minimuse.viz import save_grid
 from research.generator_probe import label_nll
 from research.oracle_sampler import PALETTE, ExactShapes  # PALETTE: token id -> colour
@@ -324,7 +324,7 @@ def main() -> None:
     stage = TokenShapesStage(model, images, cfg, args.raster, (held_grids, held_labels), (oracle, rule),
                              args.per_class, device)
     dataset = torch.utils.data.TensorDataset(tokens, labels)
-    fit(stage, infinite_batches(dataset, train_cfg.batch_size, cfg.seed, device), train_cfg, Path(args.out), cfg)
+    fit(stage, dataset, train_cfg, Path(args.out), cfg)
     print(f"training log, checkpoint and the samples of each evaluation (one row per class) in {args.out}")
 
 

@@ -45,8 +45,8 @@ if __name__ == "__main__":
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(0)
     stage = ToyStage()
-    batches = iter(lambda: [torch.ones(8, 4)], None)                     # every rank sees the same data
-    fit(stage, batches, TrainConfig(steps=3, warmup=1, lr=0.1, precision="fp32"), out, RunConfig())
+    data = torch.utils.data.TensorDataset(torch.ones(16, 4))             # every rank sees the same values
+    fit(stage, data, TrainConfig(steps=3, batch_size=16, warmup=1, lr=0.1, precision="fp32"), out, RunConfig())
     rank = dist.get_rank()
     weights = [p.detach().flatten().tolist() for p in stage.model.parameters()]
     examples = next(infinite_batches(torch.utils.data.TensorDataset(torch.arange(16)), 8, 0, stage.device))[0]

@@ -24,7 +24,7 @@ from minimuse.tokenizer.autoencoder import Autoencoder
 from minimuse.tokenizer.quantizer import codebook_stats
 from minimuse.train.stages import GeneratorStage, TokenizerStage
 from minimuse.train.token_cache import cache_tokens
-from minimuse.train.trainer import fit, infinite_batches
+from minimuse.train.trainer import fit
 
 
 def run_pipeline(cfg: RunConfig, out_dir: str | Path, stages: tuple[str, ...], device: torch.device,
@@ -47,8 +47,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, stages: tuple[str, ...], d
         start = time.perf_counter()
         preview = torch.stack([holdout[i][0] for i in range(min(16, len(holdout)))])
         stage = TokenizerStage(cfg, device, preview)
-        train_cfg = cfg.train_tokenizer
-        fit(stage, infinite_batches(train, train_cfg.batch_size, cfg.seed, device), train_cfg, out_dir, cfg, resume)
+        fit(stage, train, cfg.train_tokenizer, out_dir, cfg, resume)
         tokenizer = stage.model.eval()
         if main:
             summary["tokenizer"] = evaluate_tokenizer(tokenizer, holdout, device)
@@ -63,8 +62,7 @@ def run_pipeline(cfg: RunConfig, out_dir: str | Path, stages: tuple[str, ...], d
         tokens = cache_tokens(tokenizer, train, out_dir / "tokens.pt", device)
         seed_everything(cfg.seed)             # the same generator whether the tokens were encoded or read from disk
         stage = GeneratorStage(cfg, device, tokenizer, train.class_names)
-        train_cfg = cfg.train_generator
-        fit(stage, infinite_batches(tokens, train_cfg.batch_size, cfg.seed, device), train_cfg, out_dir, cfg, resume)
+        fit(stage, tokens, cfg.train_generator, out_dir, cfg, resume)
         if main:
             summary["generator"] = evaluate_generator(stage, holdout, out_dir)
         seconds["generator"] = time.perf_counter() - start

@@ -13,6 +13,7 @@ Where it runs (device, precision, compile, DDP) is asked of `minimuse.runtime`. 
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Iterator
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import BatchSampler, RandomSampler
 from tqdm import tqdm
 
 from minimuse import runtime
@@ -47,24 +49,37 @@ def make_optimizer(params, tcfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=tcfg.lr, betas=tcfg.betas, fused=True)
 
 
-def infinite_batches(dataset, batch_size: int, seed: int, device: torch.device) -> Iterator:
-    """Endless shuffled batches moved to `device`. `batch_size` is the global batch: under DDP each of the N
-    ranks takes batch_size / N examples a step from its own shard, so a preset trains the same recipe (batch
-    and learning rate) on any number of processes."""
-    world = dist.get_world_size() if dist.is_initialized() else 1
+def shuffled_batches(n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1,
+                     skip: int = 0) -> Iterator[list[int]]:
+    """Endless global batches of indices into n items, reshuffled every epoch in the order a shuffling DataLoader
+    seeded with `seed` reads them (PyTorch's RandomSampler and BatchSampler, the incomplete last batch dropped).
+    Process `rank` of `world` takes every world-th index of each batch: `batch_size` is the global batch, so a
+    preset trains the same recipe on any number of processes. The first `skip` batches are passed over as index
+    lists only, so a resumed run reads exactly the batches an uninterrupted one would have."""
     if batch_size % world:
         raise ValueError(f"batch_size {batch_size} does not split evenly over {world} processes")
-    sampler = torch.utils.data.DistributedSampler(dataset, seed=seed) if world > 1 else None
     generator = torch.Generator().manual_seed(seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size // world, shuffle=sampler is None,
-                                         sampler=sampler, generator=generator, drop_last=True, num_workers=0)
-    epoch = 0
-    while True:
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        for batch in loader:
-            yield [t.to(device, non_blocking=True) for t in batch]
-        epoch += 1
+    batches = BatchSampler(RandomSampler(range(n), generator=generator), batch_size, drop_last=True)
+    if len(batches) == 0:
+        raise ValueError(f"batch_size {batch_size} is larger than the {n} training items; lower it with --set")
+    for _ in itertools.count():
+        torch.empty((), dtype=torch.int64).random_(generator=generator)   # a DataLoader's draw for its workers' seeds
+        for batch in batches:
+            if skip:
+                skip -= 1
+                continue
+            yield batch[rank::world]
+
+
+def infinite_batches(dataset, batch_size: int, seed: int, device: torch.device, skip: int = 0) -> Iterator:
+    """Endless `shuffled_batches` of `dataset`, this process's share, moved to `device`."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    batches = shuffled_batches(len(dataset), batch_size, seed, rank, world, skip)
+    # The loader draws its worker seeds from a generator of its own: the global RNG, which the models draw their
+    # masks and noise from, stays untouched.
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=0, generator=torch.Generator())
+    for batch in loader:
+        yield [t.to(device, non_blocking=True) for t in batch]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -105,10 +120,12 @@ def stop_if_not_finite(values: dict[str, float], kind: str, step: int, ckpt_path
                                  f"stopped before the update ({kept}). Try precision=fp32 or a lower lr.")
 
 
-def fit(stage, batches: Iterator, tcfg: TrainConfig, out_dir: Path, run_config, resume: bool = False) -> None:
-    """Train `stage` for `tcfg.steps` optimizer steps, writing `<out_dir>/<stage.kind>.pt`, a CSV log, its
-    plot and sample grids. With `resume`, continue from the checkpoint's step and optimizer state."""
+def fit(stage, dataset, tcfg: TrainConfig, out_dir: Path, run_config, resume: bool = False) -> None:
+    """Train `stage` on batches of `dataset` for `tcfg.steps` optimizer steps, writing `<out_dir>/<stage.kind>.pt`,
+    a CSV log, its plot and sample grids. With `resume`, continue from the checkpoint: its weights, optimizer
+    state, random state and place in the data, so the resumed run goes on as the uninterrupted one would have."""
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     rank, world = runtime.setup_distributed()
     is_main = rank == 0
     params = stage.param_groups()                                         # {"g": [...], "d": [...]}
@@ -116,7 +133,7 @@ def fit(stage, batches: Iterator, tcfg: TrainConfig, out_dir: Path, run_config, 
     ema = None
     if tcfg.ema_decay > 0:
         ema = {k: v.detach().clone() for k, v in stage.model.state_dict().items()}
-    start = 0
+    start, rng = 0, None
     ckpt_path = out_dir / f"{stage.kind}.pt"
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, stage.kind, map_location=stage.device)
@@ -125,6 +142,7 @@ def fit(stage, batches: Iterator, tcfg: TrainConfig, out_dir: Path, run_config, 
             opt.load_state_dict(state["optimizer"][name])
         ema = state["ema"] or ema
         start = state["step"]
+        rng = state.get("rng")                                            # older checkpoints have none
         if is_main:
             print(f"resuming {stage.kind} from step {start}")
     compile = tcfg.compile and runtime.can_compile(stage.device)
@@ -136,6 +154,12 @@ def fit(stage, batches: Iterator, tcfg: TrainConfig, out_dir: Path, run_config, 
         # DDP has just given every rank rank 0's weights. From here on each rank draws its own masks, noise and
         # dropout: with one seed everywhere, every rank would mask its examples exactly as the others do.
         runtime.seed_everything(run_config.seed + rank)
+    if start > 0 and rng is not None and len(rng) == world:
+        runtime.set_rng_state(rng[rank])                                  # the masks and noise go on as they were
+    elif start > 0 and is_main:
+        print(f"{stage.kind}: the checkpoint holds no random state for {world} process(es); masks and noise "
+              f"continue from a fresh seed")
+    batches = infinite_batches(dataset, tcfg.batch_size, run_config.seed, stage.device, skip=start * tcfg.grad_accum)
     dtype = runtime.autocast_dtype(stage.device, tcfg.precision)
     runtime.avoid_cudnn_attention(stage.device)
     if is_main:
@@ -144,9 +168,11 @@ def fit(stage, batches: Iterator, tcfg: TrainConfig, out_dir: Path, run_config, 
     log = CSVLog(out_dir / f"{stage.kind}_log.csv", resume=resume and start > 0) if is_main else None
 
     def save(step: int) -> None:
+        """Every process calls it (each hands over its random state); the main one writes."""
+        rng = runtime.all_rng_states()
         if is_main:
             save_checkpoint(ckpt_path, stage.kind, {
-                "config": to_dict(run_config), "step": step, **stage.state(), "ema": ema,
+                "config": to_dict(run_config), "step": step, **stage.state(), "ema": ema, "rng": rng,
                 "optimizer": {n: o.state_dict() for n, o in optimizers.items()}})
 
     bar = tqdm(range(start, tcfg.steps), initial=start, total=tcfg.steps, desc=stage.kind,
@@ -190,8 +216,8 @@ def fit(stage, batches: Iterator, tcfg: TrainConfig, out_dir: Path, run_config, 
             if (step + 1) % tcfg.sample_every == 0 or step == tcfg.steps - 1:
                 stage.sample_grid(out_dir / f"{stage.kind}_samples_{step + 1:06d}.png")
                 plot_log(log.path, out_dir / f"{stage.kind}_curves.png")
-            if (step + 1) % tcfg.ckpt_every == 0 and step < tcfg.steps - 1:
-                save(step + 1)
+        if (step + 1) % tcfg.ckpt_every == 0 and step < tcfg.steps - 1:
+            save(step + 1)
     bar.close()
     if hasattr(stage, "finish"):
         stage.finish(batches)
