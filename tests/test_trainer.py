@@ -177,3 +177,22 @@ def test_a_resumed_run_ends_with_the_weights_of_the_uninterrupted_one(tmp_path):
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     with open(tmp_path / "resumed" / "generator_log.csv") as f:
         assert [int(line.split(",")[0]) for line in f.readlines()[1:]] == [0, 7]      # the log goes on too
+
+
+def test_a_continuous_tokenizer_with_weight_ema_saves_unit_variance_tokens(tmp_path):
+    """The latent scale is measured on the weights that are saved: with an EMA of the weights, on the EMA ones
+    (loading the EMA after measuring once reset the scale and left tokens far from unit variance)."""
+    from minimuse.config import apply_overrides
+    from minimuse.data.shapes import Shapes
+    from minimuse.inference import load_tokenizer
+    from minimuse.presets import get_preset
+    from minimuse.train.stages import TokenizerStage
+    cfg = apply_overrides(get_preset("tiny-mar"), ["tokenizer.channels=8", "tokenizer.latent_dim=8"])
+    tcfg = TrainConfig(steps=30, batch_size=8, warmup=1, lr=3e-3, precision="fp32", ema_decay=0.5)
+    images = Shapes(32, "train", size=64)
+    torch.manual_seed(0)
+    stage = TokenizerStage(cfg, torch.device("cpu"), preview=torch.stack([images[i][0] for i in range(2)]))
+    trainer.fit(stage, images, tcfg, tmp_path, cfg)
+    tokenizer, _ = load_tokenizer(tmp_path, torch.device("cpu"))
+    tokens = tokenizer.encode(torch.stack([images[i][0] for i in range(64)]))      # (64, h, w, C)
+    assert 0.8 < tokens.std().item() < 1.25

@@ -60,6 +60,7 @@ class ContinuousBottleneck(nn.Module):
         return self.from_tokens(rearrange(tokens, "b h w c -> b c h w") / self.scale)
 
     @torch.no_grad()
-    def measure_scale(self, latents: torch.Tensor) -> None:
-        """Set scale = 1 / std of unscaled posterior means (any shape) from the training data."""
-        self.scale.fill_(1.0 / latents.float().std().clamp(min=1e-6))
+    def measure_scale(self, z: torch.Tensor) -> None:
+        """Set scale = 1 / std of the unscaled posterior means of encoder outputs z (N, D, h, w) of training data."""
+        means = self.to_moments(z)[:, : self.from_tokens.in_channels]                 # the means, not the logvars
+        self.scale.fill_(1.0 / means.float().std().clamp(min=1e-6))

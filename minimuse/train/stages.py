@@ -78,8 +78,8 @@ class TokenizerStage:
         if self.model.discrete:
             return
         self.model.eval()
-        means = [self.model.bottleneck.to_moments(self.model.encoder(next(batches)[0])) for _ in range(num_batches)]
-        self.model.bottleneck.measure_scale(torch.cat(means)[:, : self.cfg.tokenizer.token_dim])   # means, not logvars
+        encoded = torch.cat([self.model.encoder(next(batches)[0]) for _ in range(num_batches)])   # (N, D, h, w)
+        self.model.bottleneck.measure_scale(encoded)
         self.model.train()
 
     @torch.no_grad()

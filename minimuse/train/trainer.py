@@ -219,8 +219,8 @@ def fit(stage, dataset, tcfg: TrainConfig, out_dir: Path, run_config, resume: bo
         if (step + 1) % tcfg.ckpt_every == 0 and step < tcfg.steps - 1:
             save(step + 1)
     bar.close()
-    if hasattr(stage, "finish"):
-        stage.finish(batches)
     if ema is not None:
         stage.model.load_state_dict(ema)                                  # what we keep and sample from
+    if hasattr(stage, "finish"):
+        stage.finish(batches)                                             # on the weights that are saved
     save(tcfg.steps)
