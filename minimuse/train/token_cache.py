@@ -13,6 +13,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm
 
+from minimuse.checkpoint import atomic_save
 from minimuse.runtime import setup_distributed
 
 
@@ -34,7 +35,7 @@ def cache_tokens(tokenizer, dataset, path: Path, device: torch.device, batch_siz
             tokens.append(t.to(torch.int16) if tokenizer.discrete else t.half())
             labels.append(torch.as_tensor(y))
         cached = {"key": key, "tokens": torch.cat(tokens), "labels": torch.cat(labels)}
-        torch.save(cached, path)
+        atomic_save(cached, path)                 # a crash mid-write keeps the previous cache
     if world > 1:
         dist.barrier()
     return torch.utils.data.TensorDataset(widen(cached["tokens"]), cached["labels"])
