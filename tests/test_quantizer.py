@@ -188,3 +188,29 @@ def test_clear_errors():
         vq.lookup(torch.full((1, 2, 2), 8))
     with pytest.raises(ValueError, match="ema_decay"):
         VectorQuantizer(4, 8, ema_decay=1.0)
+
+
+def ema_codebook_after_one_step(rank: int, world: int, rendezvous: str, out: str) -> None:
+    """One training forward of an EMA quantizer on this process's share of a fixed batch; saves the codebook.
+    Run by torch.multiprocessing.spawn (rank first); world 1 runs the whole batch in one process."""
+    if world > 1:
+        torch.distributed.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    vq = VectorQuantizer(4, 8, ema=True, ema_decay=0.5, restart_dead=False)
+    z = torch.randn(4, 4, 2, 2, generator=torch.Generator().manual_seed(1))          # the global batch of 4
+    vq(z[rank::world])
+    torch.save(vq.codebook, f"{out}/codebook{rank}.pt")
+    if world > 1:
+        torch.distributed.destroy_process_group()
+
+
+def test_the_ema_codebook_learns_from_every_process_batch_under_ddp(tmp_path):
+    """Two processes with half a batch each end with the codebook one process makes from the whole batch."""
+    (tmp_path / "single").mkdir()
+    (tmp_path / "ddp").mkdir()
+    ema_codebook_after_one_step(0, 1, "", str(tmp_path / "single"))
+    torch.multiprocessing.spawn(ema_codebook_after_one_step, args=(2, str(tmp_path / "rdzv"), str(tmp_path / "ddp")),
+                                nprocs=2)
+    single = torch.load(tmp_path / "single" / "codebook0.pt")
+    for rank in (0, 1):
+        torch.testing.assert_close(torch.load(tmp_path / "ddp" / f"codebook{rank}.pt"), single)

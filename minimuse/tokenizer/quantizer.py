@@ -154,16 +154,25 @@ class VectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _update_buffers(self, e: Tensor, ids: Tensor) -> None:
-        """Usage EMA for dead-code restart, and the EMA codebook (VQ-VAE appendix A.1, eqs. 6-8)."""
+        """Usage EMA for dead-code restart, and the EMA codebook (VQ-VAE appendix A.1, eqs. 6-8).
+
+        Under DDP the statistics are summed over every process's batch first, so each process updates its
+        buffers from the whole global batch and the codebooks stay equal (DDP averages gradients, but these
+        buffers are no gradients, and its buffer broadcast alone would keep rank 0's batch only).
+        """
         d, K = self.ema_decay, self.codebook_size
-        counts = code_counts(ids, K)  # (K,)
+        counts, total = code_counts(ids, K), ids.numel()  # (K,)
+        summed = torch.zeros_like(self.embed_sum).index_add_(0, ids, e) if self.ema else None  # (K, C) sums
+        if dist.is_available() and dist.is_initialized():
+            for stat in (counts, summed) if self.ema else (counts,):
+                dist.all_reduce(stat)
+            total *= dist.get_world_size()
         if self.restart_dead:
             u = self.usage_decay
-            self.code_usage.mul_(u).add_(counts * (K / ids.numel()), alpha=1 - u)
+            self.code_usage.mul_(u).add_(counts * (K / total), alpha=1 - u)
         if not self.ema:
             return
         self.cluster_size.mul_(d).add_(counts, alpha=1 - d)  # N_i, eq. 6
-        summed = torch.zeros_like(self.embed_sum).index_add_(0, ids, e)  # (K, C) sum of assigned encodings
         self.embed_sum.mul_(d).add_(summed, alpha=1 - d)  # m_i, eq. 7
         # Laplace smoothing keeps the division finite for codes whose count has decayed to ~0.
         n, eps = self.cluster_size.sum(), 1e-5
@@ -184,10 +193,10 @@ class VectorQuantizer(nn.Module):
         picks = e[torch.randint(0, e.shape[0], (self.codebook_size,), device=e.device)]  # (K, C)
         self.codebook.copy_(torch.where(dead, picks, self.codebook))
         if dist.is_available() and dist.is_initialized():
-            # DDP broadcasts buffers (so every rank agrees on which codes are dead) but not this in-place edit
-            # of a parameter: take rank 0's new codes everywhere, or the codebooks would drift apart.
+            # Every rank agrees on which codes are dead (the usage statistics are summed over all ranks), but
+            # each picked its own rows: take rank 0's new codes everywhere, or the codebooks would drift apart.
             dist.broadcast(self.codebook, src=0)
         self.code_usage.masked_fill_(dead.squeeze(1), 1.0)  # a fresh code gets a full share of grace time
         if self.ema:
             self.cluster_size.masked_fill_(dead.squeeze(1), 1.0)
-            self.embed_sum.copy_(torch.where(dead, picks, self.embed_sum))
+            self.embed_sum.copy_(torch.where(dead, self.codebook, self.embed_sum))  # the codes just chosen
