@@ -107,7 +107,8 @@ class MAR(Generator):
         """Generate tokens (B, h, w, C) in sampler.steps iterations (MAR §3.3): at each step, predict z for all
         positions and let the diffusion head sample the tokens next in each row's random order; the number still
         masked follows the same schedule as MaskGIT. Guidance runs cond and null rows in one batch, with the
-        scale ramped by step (`guidance_at`); sampler.temperature is the head's noise temperature."""
+        scale ramped by step index (`guidance_at`, which says how MAR's own ramp differs); sampler.temperature
+        is the head's noise temperature."""
         if init_ids is not None:
             raise ValueError("inpainting from init_ids needs a MaskGIT generator, not MAR")
         b, length, side, steps = len(labels), self.seq_len, math.isqrt(self.seq_len), sampler.steps

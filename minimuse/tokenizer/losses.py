@@ -41,10 +41,11 @@ def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.
 
 
 def adaptive_weight(rec_loss: torch.Tensor, gan_loss: torch.Tensor, last_layer: torch.Tensor) -> torch.Tensor:
-    """Taming eq. 7: lambda = ||grad_{G_L} L_rec|| / (||grad_{G_L} L_GAN|| + 1e-6), G_L = decoder's last layer.
+    """Taming eq. 7: lambda = ||grad_{G_L} L_rec|| / (||grad_{G_L} L_GAN|| + delta), G_L = decoder's last layer.
 
-    Balances the GAN gradient against the reconstruction gradient at the decoder output; clamped and
-    detached as in Taming, so it scales the loss but is not itself optimised.
+    Balances the GAN gradient against the reconstruction gradient at the decoder output; clamped to [0, 1e4]
+    and detached as in Taming, so it scales the loss but is not itself optimised. delta = 1e-6 is the paper's;
+    Taming's code adds 1e-4 instead, which caps lambda lower when the GAN gradient is tiny (early training).
     """
     g_rec = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
     g_gan = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)[0]
