@@ -141,3 +141,18 @@ def test_mar_trains_and_samples_end_to_end(tmp_path):
                  "--out", str(tmp_path / "g.png"))
     assert "wrote 3 samples" in result.stdout
     assert Image.open(tmp_path / "g.png").size[0] > 32 and (tmp_path / "g_filmstrip.png").exists()
+
+
+def test_a_folder_of_a_dozen_images_trains_end_to_end(tmp_path):
+    from minimuse.data.shapes import Shapes
+    from minimuse.viz import save_image
+    shapes = Shapes(32, "train", size=12)
+    (tmp_path / "images").mkdir()
+    for i in range(12):
+        save_image(shapes[i][0], tmp_path / "images" / f"{i:02d}.png")
+    sizes = ["--set", "tokenizer.channels=8", "--set", "generator.dim=32", "--set", "generator.depth=1",
+             "--set", "generator.heads=2", "--set", "eval_per_class=2"]                      # the defaults' batches
+    result = run("train.py", "--data", str(tmp_path / "images"), "--steps", "2", "--out", str(tmp_path / "run"),
+                 *sizes, *EAGER)
+    assert "fewer than data.holdout_size=1000" in result.stdout and "using batches of 11" in result.stdout
+    assert (tmp_path / "run" / "generator.pt").exists() and (tmp_path / "run" / "samples.png").exists()

@@ -168,6 +168,16 @@ def test_image_folder_errors(tmp_path):
         ImageFolder(tmp_path / "missing", 16)
 
 
+def test_a_small_folder_builds_with_every_split_it_has_and_says_so(tmp_path, capsys):
+    for i in range(12):
+        Image.new("RGB", (20, 20), (10 * i, 0, 0)).save(tmp_path / f"img{i:02d}.png")
+    holdout = build_dataset(str(tmp_path), 16, "holdout", size=1000)         # the default holdout_size
+    assert len(holdout) == 1 and "fewer than data.holdout_size=1000" in capsys.readouterr().out
+    assert len(build_dataset(str(tmp_path), 16, "train", size=5)) == 5        # an even subset when it holds more
+    with pytest.raises(ValueError, match="--set data.holdout_size="):
+        build_dataset(str(tmp_path), 16, "holdout", size=0)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # MNIST / Fashion-MNIST
 # ---------------------------------------------------------------------------------------------------------
@@ -306,5 +316,4 @@ def test_build_dataset_names_and_errors(tmp_path):
     with pytest.raises(ValueError, match="root"):
         build_dataset("shapes", 32, root=str(tmp_path))
     write_mnist(tmp_path)
-    with pytest.raises(ValueError, match="size=100"):
-        build_dataset(str(tmp_path), 32, size=100)
+    assert len(build_dataset(str(tmp_path), 32, size=100)) == 6        # all of a split that holds fewer

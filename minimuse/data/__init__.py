@@ -20,11 +20,22 @@ def build_dataset(name: str, resolution: int, split: str = "train", *, seed: int
     A PATH is a folder holding MNIST-style IDX files (Fashion-MNIST class names when the folder name contains
     "fashion"), CIFAR-10's archive or batches, or else any folder of images. `seed` picks the Shapes images
     (the file datasets are fixed); `size` is the split size for Shapes and keeps an evenly spread subset of
-    the others; `root` is where the files of mnist / fashion-mnist / cifar10 live.
+    the others (all of a split that holds fewer, said in one line); `root` is where the files of mnist /
+    fashion-mnist / cifar10 live.
     """
     check_split(split)
     if not isinstance(resolution, int) or resolution < 1:
         raise ValueError(f"resolution must be a positive int, got {resolution!r}")
+    if size is not None and size < 1:
+        raise ValueError(f"data.{split}_size must be positive, got {size}; set it with --set data.{split}_size=N")
+    dataset = _build(name, resolution, split, seed, size, root)
+    if size is not None and len(dataset) < size:
+        print(f"data: the {split} split of {name} holds {len(dataset)} images, fewer than data.{split}_size={size}; "
+              f"using all of them (--set data.{split}_size=N to choose)")
+    return dataset
+
+
+def _build(name: str, resolution: int, split: str, seed: int, size: int | None, root: str | None) -> Dataset:
     key = name.lower()
     if root is not None and key not in ("mnist", "fashion-mnist", "cifar10"):
         raise ValueError(f"root={root!r} only applies to mnist, fashion-mnist and cifar10, not {name!r}")

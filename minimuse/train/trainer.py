@@ -159,7 +159,13 @@ def fit(stage, dataset, tcfg: TrainConfig, out_dir: Path, run_config, resume: bo
     elif start > 0 and is_main:
         print(f"{stage.kind}: the checkpoint holds no random state for {world} process(es); masks and noise "
               f"continue from a fresh seed")
-    batches = infinite_batches(dataset, tcfg.batch_size, run_config.seed, stage.device, skip=start * tcfg.grad_accum)
+    batch_size = tcfg.batch_size
+    if batch_size > len(dataset) >= world:                                # a small folder trains in full batches
+        batch_size = len(dataset) // world * world
+        if is_main:
+            print(f"{stage.kind}: train_{stage.kind}.batch_size={tcfg.batch_size} is more than the {len(dataset)} "
+                  f"training items; using batches of {batch_size}")
+    batches = infinite_batches(dataset, batch_size, run_config.seed, stage.device, skip=start * tcfg.grad_accum)
     dtype = runtime.autocast_dtype(stage.device, tcfg.precision)
     runtime.avoid_cudnn_attention(stage.device)
     if is_main:
