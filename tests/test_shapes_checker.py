@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from minimuse.data.shapes import SHAPES_CLASS_NAMES, Shapes
 from minimuse.eval.metrics import psnr
-from minimuse.eval.shapes_checker import (attribute_accuracy, classify_shapes, compare_spread, detect_shapes,
-                                          format_report, spread_stats)
+from minimuse.eval.shapes_checker import (MAX_ASPECT, attribute_accuracy, classify_shapes, compare_spread,
+                                          detect_shapes, format_report, spread_stats)
 
 
 def shapes_batch(n: int, resolution: int = 32):
@@ -57,6 +57,26 @@ def test_checker_reads_clean_shapes(clean):
     assert single.tolist() == [labels[0].item()]
 
 
+def drawn(mask: torch.Tensor, rgb=(220, 40, 40), background=(20, 20, 20)) -> torch.Tensor:
+    """A (3, R, R) image in [-1, 1] of `mask` (R, R) bool in colour `rgb` on `background`."""
+    colours = torch.tensor([background, rgb], dtype=torch.float32) / 127.5 - 1
+    return colours[mask.long()].permute(2, 0, 1)
+
+
+def test_a_shape_in_a_box_that_is_not_square_is_no_shapes_shape():
+    """Every Shapes shape is drawn in a square box: a 2:3 rectangle with full corners is no square, an oval no
+    circle, though their corner share says square and circle. The colour is still read."""
+    y, x = torch.meshgrid(torch.arange(32) + 0.5, torch.arange(32) + 0.5, indexing="ij")
+    square = ((x - 16).abs() <= 6) & ((y - 16).abs() <= 6)
+    rectangle = ((x - 16).abs() <= 5) & ((y - 16).abs() <= 7.5)             # 10 x 15: 2:3
+    circle = (x - 16) ** 2 + (y - 16) ** 2 <= 7 ** 2
+    oval = ((x - 16) / 5) ** 2 + ((y - 16) / 7.5) ** 2 <= 1
+    ids, det = classify_shapes(torch.stack([drawn(m) for m in (square, rectangle, circle, oval)]))
+    assert ids.tolist() == [SHAPES_CLASS_NAMES.index("red square"), -1, SHAPES_CLASS_NAMES.index("red circle"), -1]
+    assert det.shape.tolist() == [1, -1, 0, -1] and (det.colour == 0).all() and det.found.all()
+    assert det.corner_share[1] > 0.9 and det.aspect[1] == pytest.approx(10 / 15, abs=0.05)
+
+
 def test_checker_at_higher_resolution():
     images, labels, _ = shapes_batch(120, resolution=64)
     result = attribute_accuracy(images, labels)
@@ -67,6 +87,8 @@ def test_checker_tolerates_blur_and_noise(clean):
     images, labels, _ = clean
     result = attribute_accuracy(degrade(images), labels)
     assert result["accuracy"] >= 0.95 and result["colour_accuracy"] >= 0.99 and result["detected"] == 1.0
+    aspect = detect_shapes(degrade(images)).aspect
+    assert torch.maximum(aspect, 1 / aspect).max() <= MAX_ASPECT           # blur never pushes a box past it
 
 
 def test_checker_reports_missing_shapes():

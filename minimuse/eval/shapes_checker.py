@@ -2,7 +2,8 @@
 
 The checker is a handful of pixel rules, no network: it knows how Shapes images are drawn (`minimuse.data.shapes`), so
 "did the generator draw a red circle when asked for one?" has an exact, cheap, explainable answer. It
-tolerates the blur and noise of a tokenizer's reconstructions.
+tolerates the blur and noise of a tokenizer's reconstructions, and no more: every Shapes shape is drawn in a
+square bounding box, so a 2:3 rectangle is no square and an oval no circle, whatever their corners.
 """
 import math
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ REFERENCE_RGB = torch.tensor(list(COLOURS.values()), dtype=torch.float32)  # (4,
 ROUGH_DISTANCE = 60.0  # RGB distance (0..255) from the background that surely is shape: every colour is >= 115 away
 TRIANGLE_TOP_SHARE = 0.375  # share of area in the bbox's top half: triangle 1/4, circle and square 1/2
 SQUARE_CORNER_SHARE = 0.55  # share of the bbox's corners (side/4 squares) covered: square 1, circle 0.32
+# Longest bbox side over shortest: 1 as drawn, a little more after pixel rounding and a tokenizer's blur. The
+# bound accepts every reconstruction of held-out images by the tiny preset's tokenizer and rejects a 3:4 box.
+MAX_ASPECT = 1.3
 CHUNK = 256  # images per step, to bound memory at large resolutions
 
 
@@ -24,7 +28,7 @@ CHUNK = 256  # images per step, to bound memory at large resolutions
 class ShapeDetections:
     """What the checker read from B images. Lengths are in pixels, (cx, cy) is the bounding-box centre with the
     image spanning [0, R]; all tensors are (B,). Images with no shape found have shape = colour = -1 and NaN
-    geometry."""
+    geometry; a shape found but drawn in no square box has shape -1 and its colour and geometry."""
 
     found: torch.Tensor  # bool
     shape: torch.Tensor  # long, index into SHAPES
@@ -34,11 +38,13 @@ class ShapeDetections:
     cy: torch.Tensor
     top_share: torch.Tensor  # share of the shape's area in the top half of its bounding box
     corner_share: torch.Tensor  # share of the four (side/4)^2 corner squares of the bounding box covered
+    aspect: torch.Tensor  # bounding-box width / height
+    fill: torch.Tensor  # share of the bounding box the shape covers
 
     @property
     def class_ids(self) -> torch.Tensor:
-        """Shapes class ids (shape * 4 + colour), -1 where nothing was found. (B,) long."""
-        return torch.where(self.found, self.shape * len(COLOURS) + self.colour, -1)
+        """Shapes class ids (shape * 4 + colour), -1 where no Shapes shape was found. (B,) long."""
+        return torch.where(self.found & (self.shape >= 0), self.shape * len(COLOURS) + self.colour, -1)
 
 
 def _masked_median(rgb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -91,6 +97,8 @@ def _detect(images: torch.Tensor) -> ShapeDetections:
 
     shape = torch.where(top_share < TRIANGLE_TOP_SHARE, SHAPES.index("triangle"),
                         torch.where(corner_share > SQUARE_CORNER_SHARE, SHAPES.index("square"), SHAPES.index("circle")))
+    aspect = width / height
+    shape = torch.where(torch.maximum(aspect, 1 / aspect) <= MAX_ASPECT, shape, -1)   # no Shapes shape
     # Colour: nearest reference to the median colour of the final mask (its core dominates the blurred rim).
     distances = torch.cdist(_masked_median(rgb, mask), REFERENCE_RGB.to(rgb.device))  # (B, 4)
     colour = distances.nan_to_num(math.inf).argmin(dim=1)
@@ -104,6 +112,8 @@ def _detect(images: torch.Tensor) -> ShapeDetections:
         cy=torch.where(found, (y0 + y1 + 1).float() / 2, nan),
         top_share=torch.where(found, top_share, nan),
         corner_share=torch.where(found, corner_share, nan),
+        aspect=torch.where(found, aspect, nan),
+        fill=torch.where(found, area / (width * height), nan),
     )
 
 
@@ -112,9 +122,10 @@ def detect_shapes(images: torch.Tensor) -> ShapeDetections:
     """Read shape, colour and bounding box from Shapes-style images (B, 3, R, R) or (3, R, R) in [-1, 1].
 
     Rules: background = median border colour; shape pixels = those farther from it than half the distance to
-    the shape's own (median) colour, minus isolated specks; colour = nearest of COLOURS; shape = triangle when
-    under 3/8 of the area lies in the bounding box's top half (apex up), else square when the shape covers over
-    0.55 of the bounding box's corners, else circle.
+    the shape's own (median) colour, minus isolated specks; colour = nearest of COLOURS; shape = none (-1) when
+    the bounding box's longer side is over MAX_ASPECT times its shorter, else triangle when under 3/8 of the area
+    lies in the bounding box's top half (apex up), else square when the shape covers over 0.55 of the bounding
+    box's corners, else circle.
     """
     images = as_image_batch(images)
     parts = [_detect(chunk) for chunk in images.split(CHUNK)]
