@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 
+@torch.compiler.disable                # an eager draw: the same drops compiled or not (see `minimuse.masking`)
 def drop_labels(labels: torch.Tensor, p: float, null_class: int,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Replace each label by the null class with probability p, so one model learns p(x | c) and p(x)

@@ -7,6 +7,9 @@ row, and the first n of that order hidden (`mask_by_order`).
     training  MaskGIT: n = ceil(r * L), r = cos(pi/2 * u) per example        (`sample_mask_rates`, `random_mask`)
               MAR:     n = ceil(r * L), r ~ truncated normal on [0.7, 1]     (`sample_mask_ratio`)
     decoding  n_t = floor(L * gamma((t + 1) / T)) still hidden after step t  (`num_masked_after`)
+
+The random draws run outside any compiled graph (`torch.compiler.disable`): they then come from the global RNG
+in the same order whether a generator is compiled or not, so a seed draws the same masks either way.
 """
 from __future__ import annotations
 
@@ -54,6 +57,7 @@ def num_masked_after(step: int, steps: int, total: torch.Tensor, masked_now: tor
 # Training masks
 # ---------------------------------------------------------------------------------------------------------
 
+@torch.compiler.disable
 def random_orders(batch: int, length: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
     """(B, L): each row a random permutation of the positions."""
     return torch.rand(batch, length, generator=generator, device=device).argsort(dim=1)
@@ -66,6 +70,7 @@ def mask_by_order(orders: torch.Tensor, num_masked: torch.Tensor) -> torch.Tenso
     return rank < num_masked[:, None]
 
 
+@torch.compiler.disable
 def sample_mask_rates(batch: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
     """Masking rate per example, r = cos(pi/2 * u), u ~ U(0, 1) (Muse §2.5 / MaskGIT §3.2).
 
@@ -82,6 +87,7 @@ def random_mask(rates: torch.Tensor, length: int, generator: torch.Generator | N
     return mask_by_order(random_orders(len(rates), length, generator, rates.device), n)
 
 
+@torch.compiler.disable
 def sample_mask_ratio(mask_ratio_min: float, generator: torch.Generator | None = None) -> float:
     """One training mask ratio from a normal centred at 1.0 with std 0.25, truncated to [min, 1] (MAR §3.3),
     drawn by inverting the truncated CDF: r = mu + sigma * Phi^-1(U(Phi(a), Phi(b)))."""
