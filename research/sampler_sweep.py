@@ -49,6 +49,12 @@ def misread_rows(images: torch.Tensor, labels: torch.Tensor, num_classes: int, p
     return rows.flatten(0, 1)
 
 
+def longest_box_ratio(images: torch.Tensor) -> float:
+    """The largest longer-over-shorter side of the detected bounding boxes (the checker rejects past MAX_ASPECT)."""
+    aspect = detect_shapes(images).aspect
+    return torch.maximum(aspect, 1 / aspect).nan_to_num(0).max().item()
+
+
 def format_sides(side: dict[str, float]) -> str:
     return "side per shape " + ", ".join(f"{name} {px:.1f} px" for name, px in side.items())
 
@@ -108,6 +114,8 @@ def main() -> None:
         checked = attribute_accuracy(rec, data_labels, names)            # the most a generator can show here
         print(f"    the checker reads {checked['accuracy']:.1%} of them right: "
               + ", ".join(f"{name} {c['accuracy']:.0%}" for name, c in checked["per_class"].items()))
+        print("longest bounding-box ratio: data {:.3f}, reconstructions {:.3f}".format(
+            *(longest_box_ratio(images) for images in (data, rec))))
     for i, row in enumerate(sweep(model, tokenizer, cfg.sampler, names, ["", *args.settings], args.per_class,
                                   tuple(args.seeds), real)):
         spread = "; ".join(", ".join(f"{k} {v:+.1%}" for k, v in s.items()) for s in row["spread"])

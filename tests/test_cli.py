@@ -156,3 +156,12 @@ def test_a_folder_of_a_dozen_images_trains_end_to_end(tmp_path):
                  *sizes, *EAGER)
     assert "fewer than data.holdout_size=1000" in result.stdout and "using batches of 11" in result.stdout
     assert (tmp_path / "run" / "generator.pt").exists() and (tmp_path / "run" / "samples.png").exists()
+
+
+def test_sample_takes_sampler_settings_by_flag_and_by_set(run_dir, tmp_path):
+    result = run("sample.py", "--ckpt", str(run_dir), "--class", "2", "--n", "2", "--cfg", "3", "--top-k", "0",
+                 "--set", "sampler.guidance_schedule=constant", "--set", "sampler.steps=3", "--out", str(tmp_path / "a.png"))
+    assert "wrote 2 samples (3 steps, guidance 3)" in result.stdout              # --cfg: the old name of --guidance
+    for bad, says in ((["--set", "generator.dim=8"], "sampler.* keys only"), (["--set", "sampler.topk=1"], "unknown")):
+        result = run("sample.py", "--ckpt", str(run_dir), *bad, "--out", str(tmp_path / "b.png"), check=False)
+        assert result.returncode != 0 and says in result.stderr and "Traceback" not in result.stderr

@@ -41,8 +41,8 @@ def make_optimizer(params, tcfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices/conv kernels only; biases, norms and embeddings-free 1-D params
     are not decayed (nanoGPT's grouping).
 
-    `fused=True`: one kernel updates every parameter, where PyTorch's CPU default loops over them in Python.
-    The same update; on the tiny presets it takes under 2 ms a step instead of 7-8 (`benchmarks/optimizer.py`)."""
+    `fused=True`: one kernel updates every parameter, where PyTorch's CPU default loops over them in Python:
+    the same update, several times cheaper on small models (`benchmarks/optimizer.py` measures it)."""
     params = [p for p in params if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tcfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
