@@ -30,7 +30,7 @@ class ClassEmbedding(nn.Embedding):
 
     def __init__(self, num_classes: int, dim: int, drop_prob: float):
         super().__init__(num_classes + 1, dim)
-        self.num_classes, self.null_class, self.drop_prob = num_classes, num_classes, drop_prob
+        self.null_class, self.drop_prob = num_classes, drop_prob
 
     def drop(self, labels: torch.Tensor) -> torch.Tensor:
         return drop_labels(labels, self.drop_prob, self.null_class)

@@ -21,7 +21,7 @@ import torch.nn as nn
 class Generator(nn.Module):
     """Base class of every generator kind (see the module docstring for the contract)."""
 
-    token_kind: str = "ids"                   # "ids" (discrete, VQ) | "latents" (continuous, KL / plain)
+    token_kind: str                           # "ids" (discrete, VQ) | "latents" (continuous, KL / plain): no default
 
     def loss(self, tokens: torch.Tensor, cond: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The training loss and what to log; the same as calling the module."""
